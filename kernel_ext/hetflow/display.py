@@ -1,0 +1,105 @@
+"""What the user sees in the cell: the status line, remote errors rendered like local ones, tables."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from hetflow_server.models import State, Task
+
+STATUS_DELAY = 0.5  # a quick task shows no status line, like a progress bar with a delay
+
+
+class RemoteTaskError(Exception):
+    """A task's failure, shown with the remote traceback whose line numbers are the cell's own."""
+
+    def __init__(self, task: Task):
+        error = task.error or {}
+        self.task = task
+        self.remote_type = error.get("type", "Error")
+        self.remote_message = error.get("message", "")
+        self.remote_traceback = error.get("traceback", "")
+        super().__init__(f"{self.remote_type}: {self.remote_message}")
+
+    def _render_traceback_(self) -> list[str]:
+        header = (
+            f"RemoteTaskError: task {self.task.name!r} ({self.task.id}) {self.task.state.value} on "
+            f"{self.task.executor} after {self.task.attempts} attempt(s)"
+        )
+        body = self.remote_traceback.rstrip("\n").splitlines() or [str(self)]
+        return [header, *body]
+
+
+class TaskDetached(KeyboardInterrupt):
+    """An interrupt while waiting: the task goes on; the message says how to get or stop it."""
+
+    def __init__(self, task: Task):
+        super().__init__(task.name)
+        self.task = task
+
+    def _render_traceback_(self) -> list[str]:
+        name = self.task.name
+        return [
+            f"Interrupted: task {name!r} ({self.task.id}) keeps running on {self.task.executor}.",
+            f"  %remote result {name}   gets its outputs once it is done",
+            f"  %remote cancel {name}   stops it",
+        ]
+
+
+def describe(task: Task) -> str:
+    parts = [f"hetflow: {task.name}", task.executor]
+    pid = (task.handle or {}).get("job_id") or (task.handle or {}).get("pid")
+    if pid:
+        parts.append(f"job {pid}")
+    parts.append(task.state.value)
+    elapsed = task.elapsed
+    if elapsed is not None:
+        parts.append(f"{elapsed:.1f} s")
+    if task.attempts > 1:
+        parts.append(f"attempt {task.attempts}")
+    return " · ".join(parts)
+
+
+class StatusLine:
+    """One output line, updated in place, that appears only when the task is not done within STATUS_DELAY."""
+
+    def __init__(self, task: Task):
+        self.task = task
+        self._since = time.monotonic()
+        self._handle: Any = None
+
+    def update(self, task: Task | None = None) -> None:
+        if task is not None:
+            self.task = task
+        if self._handle is None and time.monotonic() - self._since < STATUS_DELAY:
+            return
+        from IPython.display import display
+
+        text = {"text/plain": describe(self.task)}
+        if self._handle is None:
+            self._handle = display(text, raw=True, display_id=True)
+        else:
+            self._handle.update(text, raw=True)
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
+
+
+def task_rows(tasks: list[Task]) -> list[list[str]]:
+    return [
+        [
+            t.id,
+            t.name,
+            t.executor,
+            t.state.value,
+            str(t.attempts),
+            "" if t.elapsed is None else f"{t.elapsed:.2f}s",
+            "" if t.state is not State.FAILED or not t.error else t.error.get("type", ""),
+        ]
+        for t in tasks
+    ]
+
+
+TASK_HEADER = ["ID", "NAME", "EXECUTOR", "STATE", "TRIES", "ELAPSED", "ERROR"]

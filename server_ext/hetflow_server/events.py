@@ -1,0 +1,39 @@
+"""Publish/subscribe of task state changes and log lines, inside the engine's event loop."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+Event = dict[str, Any]
+Listener = Callable[[Event], None]
+
+log = logging.getLogger(__name__)
+
+
+class Events:
+    def __init__(self) -> None:
+        self._all: list[Listener] = []
+        self._by_task: dict[str, list[Listener]] = defaultdict(list)
+
+    def subscribe(self, listener: Listener, task_id: str | None = None) -> Callable[[], None]:
+        """Listen to every event, or to one task's; returns the function that stops listening."""
+        group = self._all if task_id is None else self._by_task[task_id]
+        group.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in group:
+                group.remove(listener)
+            if task_id is not None and not group:
+                self._by_task.pop(task_id, None)
+
+        return unsubscribe
+
+    def publish(self, event: Event) -> None:
+        for listener in [*self._all, *self._by_task.get(event["task"], ())]:
+            try:
+                listener(event)
+            except Exception:  # one broken listener must not stop the others
+                log.exception("hetflow event listener failed")

@@ -1,0 +1,72 @@
+"""The contract every executor kind fulfils, and the job it is handed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from traitlets import HasTraits, Unicode
+
+from ..models import Option, SpecError
+
+
+@dataclass
+class Job:
+    """One attempt at one task, as the executor sees it."""
+
+    task_id: str
+    payload: bytes
+    options: dict[str, Any]
+    log_path: Path
+
+
+class Reporter(Protocol):
+    """How an executor tells the scheduler what happened; called on the engine's event loop."""
+
+    def started(self, task_id: str, handle: dict[str, Any]) -> None: ...
+
+    def log(self, task_id: str, stream: str, text: str) -> None: ...
+
+    def finished(self, task_id: str, result: bytes | None, error: dict[str, str] | None) -> None: ...
+
+
+class Executor(HasTraits):
+    """A configured backend. Submission takes a batch so that kinds which can pack tasks do so.
+
+    Executors push what they learn through the reporter: local workers say it at once, remote kinds poll all
+    their jobs in one call per cycle and report the changes.
+    """
+
+    kind: ClassVar[str]
+    options: ClassVar[dict[str, Option]] = {}
+    name = Unicode()
+
+    def __init__(self, name: str, reporter: Reporter, **settings: Any):
+        unknown = sorted(set(settings) - set(self.trait_names()) - {"kind"})
+        if unknown:
+            raise SpecError(
+                f"executor {name!r} ({self.kind}): unknown setting {', '.join(map(repr, unknown))}; "
+                f"settings are: {', '.join(sorted(set(self.trait_names()) - {'name'}))}"
+            )
+        settings.pop("kind", None)
+        super().__init__(name=name, **settings)
+        self.reporter = reporter
+
+    async def start(self) -> None:
+        """Warm up (start workers, open connections) so that the first task does not pay for it."""
+
+    async def submit(self, jobs: list[Job]) -> None:
+        """Take these jobs; report `started` when each runs and `finished` when it ends."""
+        raise NotImplementedError
+
+    async def cancel(self, task_id: str) -> None:
+        """Stop the task wherever it is (queued here or running); no report follows."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Kind, settings and health, for `%remote executors` and the API; never a secret."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release workers and connections."""

@@ -1,0 +1,207 @@
+"""The data model: task, state, task spec and the typed options both the kernel and the engine validate."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class State(str, Enum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (State.COMPLETED, State.FAILED, State.CANCELLED)
+
+
+class SpecError(ValueError):
+    """Bad input from the user: raised before any side effect, its message says what to fix."""
+
+
+# ---------------------------------------------------------------------------------------------- options
+
+_DURATION = re.compile(r"^(?:(?:(\d+)-)?(\d+):)?(\d+):(\d+(?:\.\d+)?)$")
+
+
+def parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("true", "yes", "1", "on"):
+        return True
+    if low in ("false", "no", "0", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def parse_seconds(text: str) -> float:
+    """Seconds as a number (`90`, `1.5`) or Slurm's clock form (`HH:MM:SS`, `D-HH:MM:SS`, `MM:SS`)."""
+    text = text.strip()
+    match = _DURATION.match(text)
+    if match:
+        days, hours, minutes, seconds = match.groups()
+        value = int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
+    else:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError("expected seconds (e.g. 30, 1.5) or HH:MM:SS") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def parse_count(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def parse_names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for name in names:
+        if not name.isidentifier():
+            raise ValueError(f"{name!r} is not a Python name")
+    return names
+
+
+def parse_name(text: str) -> str:
+    text = text.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]]{1,100}", text):
+        raise ValueError("use letters, digits, '_', '-', '.' (at most 100)")
+    return text
+
+
+@dataclass(frozen=True)
+class Option:
+    """One `key=value` option: how to read it and what it means (the help and docs come from here)."""
+
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+    example: str
+
+    def read(self, text: str) -> Any:
+        try:
+            return self.parse(text)
+        except ValueError as err:
+            raise SpecError(f"{self.name}={text}: {err} (e.g. {self.name}={self.example})") from None
+
+
+def option_table(*options: Option) -> dict[str, Option]:
+    return {o.name: o for o in options}
+
+
+# Keys every executor understands; they shape the task rather than the executor's job.
+COMMON_OPTIONS = option_table(
+    Option("executor", parse_name, "name of a configured executor (default: c.Hetflow.default_executor)", "local"),
+    Option("name", parse_name, "task name used by %remote status/logs/cancel/result (default: the outputs)", "fit"),
+    Option("retries", parse_count, "run again up to N times after a failure, with exponential backoff", "2"),
+    Option("timeout", parse_seconds, "fail the task when it runs longer than this (seconds or HH:MM:SS)", "60"),
+    Option("cache", parse_bool, "serve an unchanged cell (code, inputs, options) from the result cache", "false"),
+    Option("inputs", parse_names, "names to send, instead of the automatic analysis (comma separated)", "x,y"),
+    Option("outputs", parse_names, "names to bring back, instead of the automatic analysis", "result"),
+)
+
+
+def read_executor_options(kind: str, table: dict[str, Option], raw: dict[str, str]) -> dict[str, Any]:
+    """Typed executor options from the raw strings of a cell; an unknown key names the keys that exist."""
+    typed: dict[str, Any] = {}
+    for key, text in raw.items():
+        option = table.get(key)
+        if option is None:
+            known = sorted(set(COMMON_OPTIONS) | set(table))
+            raise SpecError(f"unknown option {key!r} for a {kind} executor; options are: {', '.join(known)}")
+        typed[key] = option.read(text)
+    return typed
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+
+
+@dataclass
+class TaskSpec:
+    """What a kernel asks for: the analysed cell and its options. The payload carries the values."""
+
+    code: str
+    inputs: dict[str, str]  # name -> SHA-256 of the input's pickle
+    outputs: list[str]
+    name: str
+    executor: str | None = None
+    options: dict[str, str] = field(default_factory=dict)  # executor options, raw strings
+    retries: int = 0
+    timeout: float | None = None
+    cache: bool = True
+    notebook: str | None = None
+    cell_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Task:
+    id: str
+    name: str
+    state: State
+    executor: str
+    options: dict[str, Any]
+    code: str
+    inputs: dict[str, str]
+    outputs: list[str]
+    notebook: str | None = None
+    cell_id: str | None = None
+    retries: int = 0
+    timeout: float | None = None
+    attempts: int = 0
+    cache_key: str | None = None
+    payload_hash: str | None = None
+    result_hash: str | None = None
+    error: dict[str, Any] | None = None
+    handle: dict[str, Any] | None = None
+    created: float = 0.0
+    started: float | None = None
+    finished: float | None = None
+
+    JSON_COLUMNS = ("options", "inputs", "outputs", "error", "handle")
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
+
+    def to_row(self) -> dict[str, Any]:
+        row = self.to_json()
+        for col in self.JSON_COLUMNS:
+            row[col] = None if row[col] is None else json.dumps(row[col])
+        return row
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Task:
+        return cls(**{**data, "state": State(data["state"])})
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Task:
+        data = dict(row)
+        for col in cls.JSON_COLUMNS:
+            data[col] = None if data[col] is None else json.loads(data[col])
+        return cls.from_json(data)
+
+    @property
+    def elapsed(self) -> float | None:
+        if self.started is None:
+            return None
+        return (self.finished or time.time()) - self.started

@@ -1,0 +1,226 @@
+"""The program that runs a task wherever it goes. Stdlib + cloudpickle only: it is shipped as one file.
+
+A payload is a pickled dict: the cell's code and source, the input values (each a cloudpickle), the names to bring
+back. The runner executes the code in a fresh `__main__` namespace with stdout/stderr teed to a log, and answers
+with a result pickle (outputs, trailing value, deleted names) or an error description that needs no unpickling.
+
+    python -m hetflow_server.runner serve CMD_FD EVENT_FD   # a warm worker fed tasks over a pipe
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import io
+import linecache
+import os
+import pickle
+import struct
+import sys
+import threading
+import traceback
+from typing import Any, Callable
+
+try:
+    import cloudpickle
+except ImportError:  # pragma: no cover - reported to the engine as the task's error
+    cloudpickle = None
+
+_HEADER = struct.Struct(">Q")
+FLUSH_INTERVAL = 0.05
+
+
+def cloudpickle_version() -> str:
+    return cloudpickle.__version__ if cloudpickle else "missing"
+
+
+def _type_name(obj: Any) -> str:
+    cls = obj if isinstance(obj, type) else type(obj)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+class TaskFailure(Exception):
+    """A failure to describe to the user, carrying the pieces the kernel shows."""
+
+    def __init__(self, kind: str, message: str, traceback_text: str = ""):
+        super().__init__(message)
+        self.info = {"type": kind, "message": message, "traceback": traceback_text}
+
+
+def _describe(exc: BaseException, filename: str) -> dict[str, str]:
+    """The exception as text, its traceback starting at the cell's own frame."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+    return {"type": _type_name(exc), "message": str(exc), "traceback": text}
+
+
+def _check_versions(spec: dict[str, Any]) -> None:
+    if cloudpickle is None:
+        raise TaskFailure(
+            "EnvironmentError", f"cloudpickle is not installed for {sys.executable}; pip install cloudpickle"
+        )
+    wanted = str(spec.get("cloudpickle", ""))
+    if wanted.split(".")[0] != cloudpickle.__version__.split(".")[0]:
+        raise TaskFailure(
+            "EnvironmentError",
+            f"cloudpickle {cloudpickle.__version__} here ({sys.executable}) but {wanted} in the engine; "
+            f"install cloudpickle=={wanted.split('.')[0]}.* where tasks run",
+        )
+
+
+def _pack_result(spec: dict[str, Any], namespace: dict[str, Any], value: Any) -> bytes:
+    outputs = {name: namespace[name] for name in spec["outputs"] if name in namespace}
+    deleted = [name for name in spec.get("deleted", ()) if name not in namespace]
+    try:
+        return cloudpickle.dumps({"outputs": outputs, "value": value, "deleted": deleted}, protocol=5)
+    except Exception:
+        for name, obj in [*outputs.items(), ("the cell's value", value)]:
+            try:
+                cloudpickle.dumps(obj, protocol=5)
+            except Exception as err:
+                raise TaskFailure(
+                    "PicklingError",
+                    f"output {name!r} ({_type_name(obj)}) cannot be pickled: {err}; "
+                    f"delete it at the end of the cell or choose outputs=... explicitly",
+                ) from None
+        raise
+
+
+def execute(payload: bytes, stdout: io.TextIOBase, stderr: io.TextIOBase) -> tuple[bytes | None, dict | None]:
+    """Run one payload; return (result pickle, None) or (None, error description)."""
+    spec: dict[str, Any] = {}
+    try:
+        spec = pickle.loads(payload)
+        _check_versions(spec)
+        namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        for name, blob in spec["inputs"].items():
+            try:
+                namespace[name] = cloudpickle.loads(blob)
+            except Exception as err:
+                raise TaskFailure(
+                    "UnpicklingError",
+                    f"input {name!r} could not be unpickled here: {type(err).__name__}: {err} "
+                    "(is the module that defines it installed where the task runs?)",
+                ) from None
+        filename = spec["filename"]
+        source = spec["source"]
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        tree = ast.parse(spec["code"], filename)
+        ast.increment_lineno(tree, spec.get("line_offset", 0))
+        last = tree.body.pop() if spec.get("display") and tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = stdout, stderr
+        try:
+            exec(compile(tree, filename, "exec"), namespace)
+            value = eval(compile(ast.Expression(last.value), filename, "eval"), namespace) if last else None
+        finally:
+            sys.stdout, sys.stderr = saved
+        return _pack_result(spec, namespace, value), None
+    except TaskFailure as failure:
+        return None, failure.info
+    except BaseException as exc:  # the user's code may raise anything, SystemExit included
+        return None, _describe(exc, spec.get("filename", "<cell>"))
+
+
+# ------------------------------------------------------------------------------------------- framing
+
+
+def write_frame(fd: int, message: Any) -> None:
+    data = pickle.dumps(message, protocol=5)
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def read_frame(fd: int) -> Any:
+    size = _HEADER.unpack(_read_exactly(fd, _HEADER.size))[0]
+    return pickle.loads(_read_exactly(fd, size))
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+class Tee(io.TextIOBase):
+    """A stream that appends to the task's log file and forwards text in small batches while the task runs."""
+
+    def __init__(self, name: str, log: io.TextIOBase, emit: Callable[[str, str], None], lock: threading.Lock):
+        self.name, self._log, self._emit, self._lock = name, log, emit, lock
+        self._pending: list[str] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._log.write(text)
+            self._pending.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            text, self._pending = "".join(self._pending), []
+            self._log.flush()
+        if text:
+            self._emit(self.name, text)
+
+
+def serve(cmd_fd: int, event_fd: int) -> None:
+    """Warm worker loop: one task at a time, log batches and the outcome sent back as frames."""
+    send_lock = threading.Lock()
+
+    def send(message: dict[str, Any]) -> None:
+        with send_lock:
+            write_frame(event_fd, message)
+
+    send({"op": "ready", "pid": os.getpid(), "cloudpickle": cloudpickle_version()})
+    while True:
+        try:
+            message = read_frame(cmd_fd)
+        except EOFError:
+            return
+        task_id = message["task"]
+        send({"op": "started", "task": task_id})
+        with open(message["log"], "a", encoding="utf-8", errors="replace") as log:
+            buffer_lock = threading.Lock()
+
+            def emit(stream: str, text: str, task_id: str = task_id) -> None:
+                send({"op": "log", "task": task_id, "stream": stream, "text": text})
+
+            tees = [Tee("stdout", log, emit, buffer_lock), Tee("stderr", log, emit, buffer_lock)]
+            stop = threading.Event()
+
+            def pump(tees: list[Tee] = tees, stop: threading.Event = stop) -> None:
+                while not stop.wait(FLUSH_INTERVAL):
+                    for tee in tees:
+                        tee.flush()
+
+            pumper = threading.Thread(target=pump, daemon=True)
+            pumper.start()
+            result, error = execute(message["payload"], tees[0], tees[1])
+            stop.set()
+            pumper.join()
+            for tee in tees:
+                tee.flush()
+        send({"op": "done", "task": task_id, "result": result, "error": error})
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "serve":
+        serve(int(argv[1]), int(argv[2]))
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,43 @@
+"""The engine's settings, read from the Jupyter config files (`c.Hetflow...`) by the server and the embedded engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jupyter_core.paths import jupyter_config_path, jupyter_data_dir
+from traitlets import Dict, Float, Unicode
+from traitlets.config import Config, Configurable
+from traitlets.config.loader import ConfigFileNotFound, JSONFileConfigLoader, PyFileConfigLoader
+
+CONFIG_FILES = ((JSONFileConfigLoader, "jupyter_server_config.json"), (PyFileConfigLoader, "jupyter_server_config.py"))
+
+
+class Hetflow(Configurable):
+    default_executor = Unicode("local", config=True, help="Executor for cells that name none.")
+    executors = Dict(
+        default_value={"local": {"kind": "local"}},
+        config=True,
+        help="Executors by name, each a dict with its `kind` (local, ...) and that kind's settings, "
+        'e.g. {"local": {"kind": "local", "workers": 2}}.',
+    )
+    store_dir = Unicode(
+        "", config=True, help="Where tasks, payloads, results and logs are kept (default: <jupyter data dir>/hetflow)."
+    )
+    retry_backoff = Float(1.0, config=True, help="Seconds before the first retry of a failed task; doubles each time.")
+    retry_backoff_max = Float(60.0, config=True, help="Longest wait between two retries, in seconds.")
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.store_dir).expanduser() if self.store_dir else Path(jupyter_data_dir()) / "hetflow"
+
+
+def load_config() -> Config:
+    """The merged Jupyter server config files, lowest priority first, as `jupyter server` would read them."""
+    config = Config()
+    for directory in reversed(jupyter_config_path()):
+        for loader, filename in CONFIG_FILES:
+            try:
+                config.merge(loader(filename, path=directory).load_config())
+            except ConfigFileNotFound:
+                continue
+    return config

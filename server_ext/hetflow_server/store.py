@@ -1,0 +1,187 @@
+"""Where tasks, their event history, payloads, results and logs live: SQLite (WAL) plus content-addressed blobs."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import sqlite3
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from .models import State, Task
+
+_COLUMNS = [f.name for f in fields(Task)]
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS tasks (
+    {", ".join(c + (" TEXT PRIMARY KEY" if c == "id" else "") for c in _COLUMNS)}
+);
+CREATE INDEX IF NOT EXISTS tasks_cache ON tasks (cache_key, state);
+CREATE INDEX IF NOT EXISTS tasks_name ON tasks (name, created);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL,
+    time REAL NOT NULL,
+    state TEXT NOT NULL,
+    message TEXT
+);
+CREATE INDEX IF NOT EXISTS events_task ON events (task_id, seq);
+"""
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class StoreLocked(StoreError):
+    pass
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Store:
+    """One engine's persistent state. Only the engine's own thread touches the database."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.blob_dir = self.root / "blobs"
+        self.log_dir = self.root / "logs"
+        self.blob_dir.mkdir(exist_ok=True, mode=0o700)
+        self.log_dir.mkdir(exist_ok=True, mode=0o700)
+        self._lock_file: Any = None
+        self.db = sqlite3.connect(self.root / "hetflow.db", isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+
+    # ------------------------------------------------------------------------------------ ownership
+
+    def acquire(self) -> None:
+        """Take the store for this engine; a second live engine on the same store is refused."""
+        lock = open(self.root / "engine.lock", "a+")  # noqa: SIM115 - held for the engine's life
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            owner = lock.read().strip() or "another process"
+            lock.close()
+            raise StoreLocked(
+                f"the hetflow store {self.root} is in use by {owner}; "
+                "stop that engine, or give this one its own store with c.Hetflow.store_dir"
+            ) from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        self._lock_file = lock
+
+    def close(self) -> None:
+        self.db.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    # ------------------------------------------------------------------------------------ blobs
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blob_dir / digest[:2] / digest
+
+    def put_blob(self, data: bytes) -> str:
+        digest = sha256(data)
+        path = self.blob_path(digest)
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True, mode=0o700)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        return digest
+
+    def get_blob(self, digest: str) -> bytes:
+        """The blob's bytes, only if they still hash to the digest the engine recorded."""
+        try:
+            data = self.blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"blob {digest[:12]} is missing from {self.blob_dir}") from None
+        if sha256(data) != digest:
+            raise StoreError(f"blob {digest[:12]} does not match its hash; refusing to use it")
+        return data
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).exists()
+
+    def log_path(self, task_id: str) -> Path:
+        return self.log_dir / f"{task_id}.log"
+
+    # ------------------------------------------------------------------------------------ tasks
+
+    def insert_task(self, task: Task) -> None:
+        row = task.to_row()
+        marks = ", ".join("?" for _ in _COLUMNS)
+        self.db.execute(f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({marks})", [row[c] for c in _COLUMNS])
+
+    def update_task(self, task: Task, *names: str) -> None:
+        row = task.to_row()
+        sets = ", ".join(f"{n} = ?" for n in names)
+        self.db.execute(f"UPDATE tasks SET {sets} WHERE id = ?", [row[n] for n in names] + [task.id])
+
+    def transition(self, task: Task, state: State, message: str | None = None, *also: str) -> None:
+        """Persist a state change (and any fields changed with it) with its event, in one transaction."""
+        task.state = state
+        self.db.execute("BEGIN")
+        try:
+            self.update_task(task, "state", *also)
+            self.db.execute(
+                "INSERT INTO events (task_id, time, state, message) VALUES (?, ?, ?, ?)",
+                (task.id, time.time(), state.value, message),
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def get_task(self, task_id: str) -> Task | None:
+        row = self.db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return None if row is None else Task.from_row(dict(row))
+
+    def find_tasks(
+        self, *, name: str | None = None, states: list[State] | None = None, limit: int | None = None
+    ) -> list[Task]:
+        where, args = [], []
+        if name is not None:
+            where.append("name = ?")
+            args.append(name)
+        if states:
+            where.append(f"state IN ({', '.join('?' for _ in states)})")
+            args.extend(s.value for s in states)
+        sql = "SELECT * FROM tasks" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [Task.from_row(dict(r)) for r in self.db.execute(sql, args)]
+
+    def find_cached(self, cache_key: str) -> Task | None:
+        row = self.db.execute(
+            "SELECT * FROM tasks WHERE cache_key = ? AND state = ? ORDER BY finished DESC LIMIT 1",
+            (cache_key, State.COMPLETED.value),
+        ).fetchone()
+        if row is None:
+            return None
+        task = Task.from_row(dict(row))
+        return task if task.result_hash and self.has_blob(task.result_hash) else None
+
+    def events(self, task_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM events WHERE task_id = ? ORDER BY seq", (task_id,))
+        return [dict(r) for r in rows]
+
+    def add_event(self, task: Task, message: str) -> None:
+        """A note in a task's history that is not a state change (a cache hit, a retry plan)."""
+        self.db.execute(
+            "INSERT INTO events (task_id, time, state, message) VALUES (?, ?, ?, ?)",
+            (task.id, time.time(), task.state.value, message),
+        )
