@@ -1,4 +1,4 @@
-"""What a cell reads from the namespace and what it binds there, found with `ast` before anything runs."""
+"""What a cell reads from the namespace and what it binds there, found with `ast` and `symtable` before it runs."""
 
 from __future__ import annotations
 
@@ -7,13 +7,10 @@ import builtins
 import symtable
 from dataclasses import dataclass, field
 
-_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
-_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
-
 
 @dataclass
 class Analysis:
-    """Names in first-use order; `display` is true when the cell ends in an expression to show."""
+    """Names in statement order (sorted within a statement); `display`: the cell ends in an expression to show."""
 
     reads: list[str] = field(default_factory=list)
     binds: list[str] = field(default_factory=list)
@@ -31,11 +28,14 @@ def _add(names: list[str], name: str) -> None:
 
 
 class _Binder(ast.NodeVisitor):
-    """Top-level bindings of one statement: it does not enter function or class bodies (their own scopes)."""
+    """Top-level effects of one statement. Function, lambda and class bodies are scopes of their own: only what
+    runs at top level (decorators, defaults, a comprehension's walrus) binds in the cell."""
 
     def __init__(self) -> None:
         self.binds: list[str] = []
         self.deletes: list[str] = []
+        self.augmented: list[str] = []  # `x += 1` reads x
+        self.later: list[str] = []  # `global x` in a function binds x only if the function is called
 
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Store):
@@ -43,26 +43,44 @@ class _Binder(ast.NodeVisitor):
         elif isinstance(node.ctx, ast.Del):
             _add(self.deletes, node.id)
 
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        if isinstance(node.target, ast.Name):
+            _add(self.augmented, node.target.id)
+        self.generic_visit(node)
+
+    def _arguments(self, args: ast.arguments) -> None:
+        for default in [*args.defaults, *args.kw_defaults]:
+            if default is not None:
+                self.visit(default)
+
     def _define(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
         _add(self.binds, node.name)
         for deco in node.decorator_list:
             self.visit(deco)
-        # `global x` inside a function defined here binds x in the namespace when it is called
+        if isinstance(node, ast.ClassDef):
+            for base in [*node.bases, *node.keywords]:
+                self.visit(base)
+        else:
+            self._arguments(node.args)
         for sub in ast.walk(node):
             if isinstance(sub, ast.Global):
                 for name in sub.names:
-                    _add(self.binds, name)
+                    _add(self.later, name)
 
     visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _define
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
-        pass
+        self._arguments(node.args)
 
-    def _comprehension(self, node: ast.AST) -> None:
-        # only a walrus inside a comprehension binds in the enclosing scope
-        for sub in ast.walk(node):
+    def _comprehension(self, node: ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp) -> None:
+        """Its loop variables are its own; a walrus in it binds in the cell (unless inside a lambda there)."""
+        pending: list[ast.AST] = [node]
+        while pending:
+            sub = pending.pop()
             if isinstance(sub, ast.NamedExpr) and isinstance(sub.target, ast.Name):
                 _add(self.binds, sub.target.id)
+            if not isinstance(sub, (ast.Lambda, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                pending.extend(ast.iter_child_nodes(sub))
 
     visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
 
@@ -95,10 +113,12 @@ class _Binder(ast.NodeVisitor):
         self.generic_visit(node)
 
 
-def _global_references(code: str) -> set[str]:
-    """Names looked up in the module namespace by any scope of the cell (functions and comprehensions too)."""
-    found: set[str] = set()
-    tables = [symtable.symtable(code, "<cell>", "exec")]
+def _lookups(node: ast.AST) -> set[str]:
+    """Names the code looks up in the module namespace, from any of its scopes (functions, comprehensions)."""
+    source = ast.unparse(node)
+    top = symtable.symtable(source, "<cell>", "exec")
+    found = {s.get_name() for s in top.get_symbols() if s.is_referenced()}
+    tables = top.get_children()
     while tables:
         table = tables.pop()
         found.update(s.get_name() for s in table.get_symbols() if s.is_global() and s.is_referenced())
@@ -106,15 +126,29 @@ def _global_references(code: str) -> set[str]:
     return found
 
 
-def _reads(node: ast.AST, global_refs: set[str]) -> list[str]:
-    """The statement's lookups in the namespace (`x += 1` reads x too)."""
-    names: list[str] = []
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) and sub.id in global_refs:
-            _add(names, sub.id)
-        elif isinstance(sub, ast.AugAssign) and isinstance(sub.target, ast.Name):
-            _add(names, sub.target.id)
-    return names
+def _header(stmt: ast.stmt) -> tuple[set[str], set[str]] | None:
+    """For `for`/`with`: (names the header binds, names the header reads): the body sees the bound ones."""
+    if isinstance(stmt, (ast.For, ast.AsyncFor)):
+        targets, exprs = [stmt.target], [stmt.iter]
+    elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+        targets = [i.optional_vars for i in stmt.items if i.optional_vars is not None]
+        exprs = [i.context_expr for i in stmt.items]
+    else:
+        return None
+    bound = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return bound, set().union(*(_lookups(ast.Expression(e)) for e in exprs))
+
+
+def _reads(stmt: ast.stmt, binder: _Binder) -> set[str]:
+    reads = _lookups(stmt) | set(binder.augmented) | set(binder.deletes)  # `del x` needs x too
+    header = _header(stmt)
+    if header is not None:
+        bound, header_reads = header
+        reads = {n for n in reads if n not in bound or n in header_reads}
+    return reads
+
+
+_CONDITIONAL = (ast.For, ast.AsyncFor, ast.While, ast.If, ast.Try, ast.With, ast.AsyncWith, ast.Match)
 
 
 def parse_cell(code: str, filename: str = "<cell>", line_offset: int = 0) -> ast.Module:
@@ -126,38 +160,28 @@ def parse_cell(code: str, filename: str = "<cell>", line_offset: int = 0) -> ast
 
 
 def analyse(tree: ast.Module, code: str) -> Analysis:
-    """Reads are names used before the cell binds them at top level; binds minus later deletes are outputs."""
+    """Reads are names used before the cell surely binds them; binds minus later deletes are outputs."""
     result = Analysis()
-    global_refs = _global_references(code)
-    bound: set[str] = set()
+    bound: set[str] = set()  # surely bound by an earlier top-level statement
     for stmt in tree.body:
         binder = _Binder()
         binder.visit(stmt)
-        reads = _reads(stmt, global_refs)
-        if isinstance(stmt, (ast.For, ast.AsyncFor)):  # the loop variable is bound before the body reads it
-            targets = {n.id for n in ast.walk(stmt.target) if isinstance(n, ast.Name)}
-            reads = [n for n in reads if n not in targets or n in _reads(stmt.iter, global_refs)]
-        for name in reads:
-            if name not in bound:
-                _add(result.reads, name)
-        for name in binder.binds:
-            if not _conditional(stmt):
-                bound.add(name)
+        for name in sorted(_reads(stmt, binder) - bound):
+            _add(result.reads, name)
+        for name in [*binder.binds, *binder.later]:
             _add(result.binds, name)
             if name in result.deletes:
                 result.deletes.remove(name)
+        if not isinstance(stmt, _CONDITIONAL):  # a loop or branch may not bind at all
+            bound.update(binder.binds)
         for name in binder.deletes:
             _add(result.deletes, name)
+            bound.discard(name)
             if name in result.binds:
                 result.binds.remove(name)
     last = tree.body[-1] if tree.body else None
     result.display = isinstance(last, ast.Expr) and not code.rstrip().endswith(";")
     return result
-
-
-def _conditional(stmt: ast.stmt) -> bool:
-    """A statement whose bindings may not happen at all, so later reads may still see the namespace's value."""
-    return isinstance(stmt, (ast.For, ast.AsyncFor, ast.While, ast.If, ast.Try, ast.With, ast.AsyncWith, ast.Match))
 
 
 def inputs_from(analysis: Analysis, namespace: dict[str, object]) -> list[str]:

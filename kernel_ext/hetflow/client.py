@@ -16,7 +16,6 @@ from hetflow_server.settings import Hetflow, load_config
 T = TypeVar("T")
 
 
-
 class EmbeddedClient:
     """Runs the engine's event loop in a daemon thread and calls into it from the kernel's main thread."""
 

@@ -9,11 +9,11 @@ import sys
 from typing import Any
 
 import cloudpickle
-from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
-
+import IPython
 from hetflow_server.models import SpecError, State, Task, TaskSpec
 from hetflow_server.store import StoreError, sha256
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from . import capture, display
 from .client import get_client
@@ -81,7 +81,7 @@ class RemoteMagics(Magics):
                     f"input {name!r} ({kind}) cannot be pickled: {err}. Create it inside the cell, "
                     f"or leave it out with inputs=..."
                 ) from None
-        count = self.shell.execution_count
+        count = self._prompt_number()
         payload = pickle.dumps(
             {
                 "code": cell,
@@ -90,6 +90,7 @@ class RemoteMagics(Magics):
                 "line_offset": 1,
                 "inputs": pickled,
                 "outputs": outputs,
+                "outputs_explicit": options.outputs is not None,
                 "deleted": analysis.deletes,
                 "display": analysis.display,
                 "cloudpickle": cloudpickle.__version__,
@@ -110,6 +111,10 @@ class RemoteMagics(Magics):
             cell_id=self._cell_id(),
         )
         return spec, payload
+
+    def _prompt_number(self) -> int:
+        """The N of the cell's In[N]: IPython 9 counts the running cell before it runs, IPython 8 after."""
+        return self.shell.execution_count - (1 if IPython.version_info[0] >= 9 else 0)
 
     def _cell_id(self) -> str | None:
         kernel = getattr(self.shell, "kernel", None)
@@ -188,7 +193,12 @@ class RemoteMagics(Magics):
 
     def _cmd_executors(self, client: Any) -> None:
         rows = [
-            [name, info.pop("kind"), "yes" if info.pop("healthy") else "NO", " ".join(f"{k}={v}" for k, v in info.items())]
+            [
+                name,
+                info.pop("kind"),
+                "yes" if info.pop("healthy") else "NO",
+                " ".join(f"{k}={v}" for k, v in info.items()),
+            ]
             for name, info in client.executors().items()
         ]
         print(display.table(rows, ["NAME", "KIND", "HEALTHY", "DETAILS"]))

@@ -42,8 +42,10 @@ class Engine:
         assert self.scheduler and self.store
         for task in self.store.find_tasks(states=[State.PENDING, State.QUEUED, State.RUNNING]):
             task.finished = time.time()
-            task.error = {"type": "EngineStopped", "message": "the engine stopped before the task finished; "
-                          "run the cell again"}
+            task.error = {
+                "type": "EngineStopped",
+                "message": "the engine stopped before the task finished; run the cell again",
+            }
             self.scheduler.move(task, State.FAILED, task.error["message"], "error", "finished")
 
     async def close(self) -> None:
@@ -59,9 +61,7 @@ class Engine:
         executor = self.executors.get(name)
         if executor is None:
             known = ", ".join(sorted(self.executors)) or "none"
-            raise SpecError(
-                f"executor {name!r} is not configured (configured: {known}); add it to c.Hetflow.executors"
-            )
+            raise SpecError(f"executor {name!r} is not configured (configured: {known}); add it to c.Hetflow.executors")
         return name, read_executor_options(executor.kind, executor.options, spec.options)
 
     async def submit(self, spec: TaskSpec, payload: bytes, listener: Listener | None = None) -> tuple[Task, bool]:
@@ -75,10 +75,21 @@ class Engine:
                 self.store.add_event(cached, "served from the cache")
                 return cached, True
         task = Task(
-            id=uuid.uuid4().hex[:12], name=spec.name, state=State.PENDING, executor=executor, options=options,
-            code=spec.code, inputs=spec.inputs, outputs=spec.outputs, notebook=spec.notebook,
-            cell_id=spec.cell_id, retries=spec.retries, timeout=spec.timeout, cache_key=key,
-            payload_hash=self.store.put_blob(payload), created=time.time(),
+            id=uuid.uuid4().hex[:12],
+            name=spec.name,
+            state=State.PENDING,
+            executor=executor,
+            options=options,
+            code=spec.code,
+            inputs=spec.inputs,
+            outputs=spec.outputs,
+            notebook=spec.notebook,
+            cell_id=spec.cell_id,
+            retries=spec.retries,
+            timeout=spec.timeout,
+            cache_key=key,
+            payload_hash=self.store.put_blob(payload),
+            created=time.time(),
         )
         self.store.insert_task(task)
         if listener is not None:
@@ -121,6 +132,11 @@ class Engine:
 
 def cache_key(spec: TaskSpec, executor: str, options: dict[str, Any]) -> str:
     """Same code, same inputs, same outputs asked for, same executor and options: same result."""
-    material = {"code": spec.code, "inputs": spec.inputs, "outputs": spec.outputs, "executor": executor,
-                "options": options}
+    material = {
+        "code": spec.code,
+        "inputs": spec.inputs,
+        "outputs": spec.outputs,
+        "executor": executor,
+        "options": options,
+    }
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()

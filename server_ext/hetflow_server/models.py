@@ -49,6 +49,8 @@ def parse_seconds(text: str) -> float:
     match = _DURATION.match(text)
     if match:
         days, hours, minutes, seconds = match.groups()
+        if float(seconds) >= 60 or (hours is not None and int(minutes) >= 60):
+            raise ValueError("minutes and seconds of HH:MM:SS must be below 60")
         value = int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
     else:
         try:
@@ -108,7 +110,12 @@ def option_table(*options: Option) -> dict[str, Option]:
 # Keys every executor understands; they shape the task rather than the executor's job.
 COMMON_OPTIONS = option_table(
     Option("executor", parse_name, "name of a configured executor (default: c.Hetflow.default_executor)", "local"),
-    Option("name", parse_name, "task name used by %remote status/logs/cancel/result (default: the outputs)", "fit"),
+    Option(
+        "name",
+        parse_name,
+        "task name used by %remote status/logs/cancel/result (default: the outputs)",
+        "fit",
+    ),
     Option("retries", parse_count, "run again up to N times after a failure, with exponential backoff", "2"),
     Option("timeout", parse_seconds, "fail the task when it runs longer than this (seconds or HH:MM:SS)", "60"),
     Option("cache", parse_bool, "serve an unchanged cell (code, inputs, options) from the result cache", "false"),

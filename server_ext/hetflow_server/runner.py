@@ -19,7 +19,8 @@ import struct
 import sys
 import threading
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 try:
     import cloudpickle
@@ -70,22 +71,28 @@ def _check_versions(spec: dict[str, Any]) -> None:
         )
 
 
-def _pack_result(spec: dict[str, Any], namespace: dict[str, Any], value: Any) -> bytes:
+def _pack_result(spec: dict[str, Any], namespace: dict[str, Any], value: Any, stderr: io.TextIOBase) -> bytes:
+    """Pickle what goes back. An automatic output that cannot be pickled (an open file, a lock) is left behind
+    with a warning rather than failing a long task at its very end; an output named in outputs= must come back."""
     outputs = {name: namespace[name] for name in spec["outputs"] if name in namespace}
     deleted = [name for name in spec.get("deleted", ()) if name not in namespace]
     try:
         return cloudpickle.dumps({"outputs": outputs, "value": value, "deleted": deleted}, protocol=5)
     except Exception:
-        for name, obj in [*outputs.items(), ("the cell's value", value)]:
-            try:
-                cloudpickle.dumps(obj, protocol=5)
-            except Exception as err:
-                raise TaskFailure(
-                    "PicklingError",
-                    f"output {name!r} ({_type_name(obj)}) cannot be pickled: {err}; "
-                    f"delete it at the end of the cell or choose outputs=... explicitly",
-                ) from None
-        raise
+        pass
+    for name, obj in [*outputs.items(), ("the cell's value", value)]:
+        try:
+            cloudpickle.dumps(obj, protocol=5)
+        except Exception as err:
+            problem = f"output {name!r} ({_type_name(obj)}) cannot be pickled: {err}"
+            if spec.get("outputs_explicit") or name not in outputs:
+                raise TaskFailure("PicklingError", f"{problem}; choose other outputs=...") from None
+            print(
+                f"hetflow: {problem}; it stays behind (name it in outputs=... to make this an error)",
+                file=stderr,
+            )
+            del outputs[name]
+    return cloudpickle.dumps({"outputs": outputs, "value": value, "deleted": deleted}, protocol=5)
 
 
 def execute(payload: bytes, stdout: io.TextIOBase, stderr: io.TextIOBase) -> tuple[bytes | None, dict | None]:
@@ -117,7 +124,7 @@ def execute(payload: bytes, stdout: io.TextIOBase, stderr: io.TextIOBase) -> tup
             value = eval(compile(ast.Expression(last.value), filename, "eval"), namespace) if last else None
         finally:
             sys.stdout, sys.stderr = saved
-        return _pack_result(spec, namespace, value), None
+        return _pack_result(spec, namespace, value, stderr), None
     except TaskFailure as failure:
         return None, failure.info
     except BaseException as exc:  # the user's code may raise anything, SystemExit included

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .events import Events
@@ -20,11 +21,29 @@ class Scheduler:
         self.store, self.events, self.executors, self.settings = store, events, executors, settings
         self._live: dict[str, Task] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    def later(self, task_id: str, delay: float, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `work` after `delay` seconds unless the task's timer is cleared first (cancel, completion)."""
+
+        def fire() -> None:
+            job = asyncio.get_running_loop().create_task(work())
+            self._background.add(job)
+            job.add_done_callback(self._background.discard)
+
+        self._timers[task_id] = asyncio.get_running_loop().call_later(delay, fire)
 
     def move(self, task: Task, state: State, message: str | None = None, *changed: str) -> None:
         self.store.transition(task, state, message, *changed)
-        self.events.publish({"type": "task", "task": task.id, "state": state.value, "message": message,
-                             "data": task.to_json()})
+        self.events.publish(
+            {
+                "type": "task",
+                "task": task.id,
+                "state": state.value,
+                "message": message,
+                "data": task.to_json(),
+            }
+        )
         if state.final:
             self._live.pop(task.id, None)
             self._clear_timer(task.id)
@@ -48,8 +67,7 @@ class Scheduler:
         task.started, task.handle = time.time(), handle
         self.move(task, State.RUNNING, None, "started", "handle")
         if task.timeout:
-            loop = asyncio.get_running_loop()
-            self._timers[task_id] = loop.call_later(task.timeout, lambda: loop.create_task(self._expire(task)))
+            self.later(task_id, task.timeout, lambda: self._expire(task))
 
     def log(self, task_id: str, stream: str, text: str) -> None:
         self.events.publish({"type": "log", "task": task_id, "stream": stream, "text": text})
@@ -69,10 +87,14 @@ class Scheduler:
         reason = f"{task.error['type']}: {task.error['message']}"
         if task.attempts <= task.retries:
             delay = min(self.settings.retry_backoff * 2 ** (task.attempts - 1), self.settings.retry_backoff_max)
-            self.move(task, State.PENDING, f"attempt {task.attempts} failed ({reason}); retrying in {delay:g} s",
-                      "error", "finished")
-            loop = asyncio.get_running_loop()
-            self._timers[task_id] = loop.call_later(delay, lambda: loop.create_task(self.enqueue(task)))
+            self.move(
+                task,
+                State.PENDING,
+                f"attempt {task.attempts} failed ({reason}); retrying in {delay:g} s",
+                "error",
+                "finished",
+            )
+            self.later(task_id, delay, lambda: self.enqueue(task))
         else:
             self.move(task, State.FAILED, reason, "error", "finished")
 
@@ -82,11 +104,15 @@ class Scheduler:
         if task.state is not State.RUNNING:
             return
         await self.executors[task.executor].cancel(task.id)
-        self.finished(task.id, None, {
-            "type": "TimeoutError",
-            "message": f"the task ran longer than timeout={task.timeout:g} s and was stopped",
-            "traceback": "",
-        })
+        self.finished(
+            task.id,
+            None,
+            {
+                "type": "TimeoutError",
+                "message": f"the task ran longer than timeout={task.timeout:g} s and was stopped",
+                "traceback": "",
+            },
+        )
 
     async def cancel(self, task: Task) -> Task:
         live = self._live.get(task.id, task)

@@ -9,7 +9,10 @@ from traitlets import Dict, Float, Unicode
 from traitlets.config import Config, Configurable
 from traitlets.config.loader import ConfigFileNotFound, JSONFileConfigLoader, PyFileConfigLoader
 
-CONFIG_FILES = ((JSONFileConfigLoader, "jupyter_server_config.json"), (PyFileConfigLoader, "jupyter_server_config.py"))
+CONFIG_FILES = (
+    (JSONFileConfigLoader, "jupyter_server_config.json"),
+    (PyFileConfigLoader, "jupyter_server_config.py"),
+)
 
 
 class Hetflow(Configurable):
@@ -21,7 +24,9 @@ class Hetflow(Configurable):
         'e.g. {"local": {"kind": "local", "workers": 2}}.',
     )
     store_dir = Unicode(
-        "", config=True, help="Where tasks, payloads, results and logs are kept (default: <jupyter data dir>/hetflow)."
+        "",
+        config=True,
+        help="Where tasks, payloads, results and logs are kept (default: <jupyter data dir>/hetflow).",
     )
     retry_backoff = Float(1.0, config=True, help="Seconds before the first retry of a failed task; doubles each time.")
     retry_backoff_max = Float(60.0, config=True, help="Longest wait between two retries, in seconds.")

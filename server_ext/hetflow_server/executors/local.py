@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import pickle
@@ -81,10 +82,8 @@ class _Worker:
         self.task_id = None
         self.ready = False
         if self.proc and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self._commands:
             self._commands.close()
 
@@ -115,6 +114,7 @@ class LocalExecutor(Executor):
         self._pool: list[_Worker] = []
         self._queue: collections.deque[Job] = collections.deque()
         self._closing = False
+        self._spawning: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         for _ in range(max(1, self.workers)):
@@ -169,7 +169,9 @@ class LocalExecutor(Executor):
                     "traceback": "",
                 },
             )
-        loop.create_task(self._add_worker())
+        replacement = loop.create_task(self._add_worker())
+        self._spawning.add(replacement)
+        replacement.add_done_callback(self._spawning.discard)
 
     def describe(self) -> dict[str, Any]:
         ready = sum(w.ready for w in self._pool)

@@ -1,0 +1,122 @@
+"""A real IPython kernel driven through jupyter_client, with every iopub message time-stamped on arrival."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.manager import start_new_kernel
+
+
+@dataclass
+class Output:
+    time: float
+    msg_type: str
+    content: dict[str, Any]
+
+
+@dataclass
+class Execution:
+    code: str
+    started: float
+    outputs: list[Output] = field(default_factory=list)
+    reply: dict[str, Any] = field(default_factory=dict)
+
+    def _stream(self, name: str) -> str:
+        return "".join(o.content["text"] for o in self.outputs if o.msg_type == "stream" and o.content["name"] == name)
+
+    @property
+    def stdout(self) -> str:
+        return self._stream("stdout")
+
+    @property
+    def stderr(self) -> str:
+        return self._stream("stderr")
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        return next((o.content for o in self.outputs if o.msg_type == "error"), None)
+
+    @property
+    def traceback(self) -> str:
+        return "\n".join(self.error["traceback"]) if self.error else ""
+
+    @property
+    def result(self) -> str | None:
+        found = [o.content["data"]["text/plain"] for o in self.outputs if o.msg_type == "execute_result"]
+        return found[-1] if found else None
+
+    @property
+    def ok(self) -> bool:
+        return self.reply.get("status") == "ok"
+
+    @property
+    def duration(self) -> float:
+        return self.outputs[-1].time - self.started
+
+    def check(self) -> Execution:
+        assert self.ok, f"cell failed:\n{self.code}\n--- stderr:\n{self.stderr}\n--- error:\n{self.traceback}"
+        return self
+
+
+class Kernel:
+    """One kernel with its own Jupyter data and config dirs, so its hetflow store is its own."""
+
+    def __init__(self, root: Path, config: dict[str, Any] | None = None):
+        self.root = root
+        (root / "config").mkdir(parents=True, exist_ok=True)
+        settings = {"Hetflow": {"retry_backoff": 0.05, **(config or {})}}
+        (root / "config" / "jupyter_server_config.json").write_text(json.dumps(settings))
+        env = dict(
+            os.environ,
+            JUPYTER_DATA_DIR=str(root / "data"),
+            JUPYTER_CONFIG_DIR=str(root / "config"),
+            JUPYTER_RUNTIME_DIR=str(root / "runtime"),
+        )
+        self.manager, self.client = start_new_kernel(kernel_name="python3", env=env, cwd=str(root))
+        self.run("%load_ext hetflow").check()
+
+    @property
+    def store(self) -> Path:
+        return self.root / "data" / "hetflow"
+
+    def start(self, code: str) -> tuple[str, Execution]:
+        return self.client.execute(code), Execution(code, time.monotonic())
+
+    def collect(self, msg_id: str, execution: Execution, timeout: float = 60) -> Execution:
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "status":
+                if msg["content"]["execution_state"] == "idle":
+                    break
+                continue
+            execution.outputs.append(Output(time.monotonic(), msg["msg_type"], msg["content"]))
+        while True:
+            reply = self.client.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if reply["parent_header"].get("msg_id") == msg_id:
+                execution.reply = reply["content"]
+                execution.outputs.append(Output(time.monotonic(), "reply", reply["content"]))
+                return execution
+
+    def run(self, code: str, timeout: float = 60) -> Execution:
+        msg_id, execution = self.start(code)
+        return self.collect(msg_id, execution, timeout)
+
+    def value(self, expression: str) -> Any:
+        """Evaluate in the kernel and bring the value back as JSON."""
+        out = self.run(f"import json as _j; print(_j.dumps({expression}))").check()
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def task_count(self) -> int:
+        return self.value("len(__import__('hetflow.client').client.get_client().tasks())")
+
+    def shutdown(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
