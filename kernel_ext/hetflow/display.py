@@ -48,9 +48,11 @@ class TaskDetached(KeyboardInterrupt):
 
 def describe(task: Task) -> str:
     parts = [f"hetflow: {task.name}", task.executor]
-    pid = (task.handle or {}).get("job_id") or (task.handle or {}).get("pid")
-    if pid:
-        parts.append(f"job {pid}")
+    handle = task.handle or {}
+    if handle.get("job_id"):
+        parts.append(f"job {handle['job_id']}")
+    elif handle.get("pid"):
+        parts.append(f"pid {handle['pid']}")
     parts.append(task.state.value)
     elapsed = task.elapsed
     if elapsed is not None:
