@@ -31,6 +31,10 @@ class Events:
 
         return unsubscribe
 
+    def forget(self, task_id: str) -> None:
+        """Drop a finished task's listeners: nothing more will be said of it."""
+        self._by_task.pop(task_id, None)
+
     def publish(self, event: Event) -> None:
         for listener in [*self._all, *self._by_task.get(event["task"], ())]:
             try:

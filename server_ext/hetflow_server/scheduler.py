@@ -47,6 +47,7 @@ class Scheduler:
         if state.final:
             self._live.pop(task.id, None)
             self._clear_timer(task.id)
+            self.events.forget(task.id)
 
     async def enqueue(self, task: Task) -> None:
         self._live[task.id] = task
