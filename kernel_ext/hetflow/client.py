@@ -36,11 +36,11 @@ class EmbeddedClient:
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def on_loop(self, fn: Any, *args: Any) -> Any:
+    def on_loop(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a plain engine method on the engine's thread (the store's connection lives there)."""
 
         async def run() -> Any:
-            return fn(*args)
+            return fn(*args, **kwargs)
 
         return self.call(run())
 
@@ -51,20 +51,20 @@ class EmbeddedClient:
 
     def result(self, task: Task) -> bytes:
         """The result pickle, read only if it still hashes to what the engine recorded."""
-        assert self.engine.store and task.result_hash
+        assert task.result_hash
         return self.engine.store.get_blob(task.result_hash)
 
     def find(self, ref: str) -> Task:
         return self.on_loop(self.engine.find, ref)
 
     def tasks(self, limit: int | None = None) -> list[Task]:
-        return self.on_loop(self.engine.tasks, limit)
+        return self.on_loop(self.engine.tasks, limit=limit)
 
     def cancel(self, ref: str) -> Task:
         return self.call(self.engine.cancel(ref))
 
     def logs(self, ref: str) -> str:
-        return self.on_loop(self.engine.logs, ref)
+        return self.on_loop(self.engine.logs, ref).decode("utf-8", errors="replace")
 
     def executors(self) -> dict[str, dict[str, Any]]:
         return self.on_loop(self.engine.describe_executors)

@@ -173,7 +173,9 @@ class Task:
     cell_id: str | None = None
     retries: int = 0
     timeout: float | None = None
+    deps: list[str] = field(default_factory=list)  # ids of tasks this one waits for
     attempts: int = 0
+    restarts: int = 0  # times re-run because its process died with the engine
     cache_key: str | None = None
     payload_hash: str | None = None
     result_hash: str | None = None
@@ -183,7 +185,7 @@ class Task:
     started: float | None = None
     finished: float | None = None
 
-    JSON_COLUMNS = ("options", "inputs", "outputs", "error", "handle")
+    JSON_COLUMNS = ("options", "inputs", "outputs", "deps", "error", "handle")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -4,7 +4,7 @@ A payload is a pickled dict: the cell's code and source, the input values (each 
 back. The runner executes the code in a fresh `__main__` namespace with stdout/stderr teed to a log, and answers
 with a result pickle (outputs, trailing value, deleted names) or an error description that needs no unpickling.
 
-    python -m hetflow_server.runner serve CMD_FD EVENT_FD   # a warm worker fed tasks over a pipe
+    python -m hetflow_server.runner serve CMD_FD EVENT_FD SPOOL   # a warm worker fed tasks over a pipe
 """
 
 from __future__ import annotations
@@ -157,11 +157,28 @@ def _read_exactly(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
-class Tee(io.TextIOBase):
-    """A stream that appends to the task's log file and forwards text in small batches while the task runs."""
+class Channel:
+    """The worker's line to the engine. Once the engine is gone (its pipe closed), sends fail quietly and the
+    task goes on: what it prints is kept in the spool for the next engine, which re-attaches."""
 
-    def __init__(self, name: str, log: io.TextIOBase, emit: Callable[[str, str], None], lock: threading.Lock):
-        self.name, self._log, self._emit, self._lock = name, log, emit, lock
+    def __init__(self, fd: int):
+        self.fd, self.open, self._lock = fd, True, threading.Lock()
+
+    def send(self, message: dict[str, Any]) -> bool:
+        with self._lock:
+            if self.open:
+                try:
+                    write_frame(self.fd, message)
+                except OSError:
+                    self.open = False
+            return self.open
+
+
+class Tee(io.TextIOBase):
+    """Collects what the task prints on one stream and hands it on in batches (by the pump, and at the end)."""
+
+    def __init__(self, name: str, emit: Callable[[str, str], None], lock: threading.Lock):
+        self.name, self._emit, self._lock = name, emit, lock
         self._pending: list[str] = []
 
     def writable(self) -> bool:
@@ -169,61 +186,72 @@ class Tee(io.TextIOBase):
 
     def write(self, text: str) -> int:
         with self._lock:
-            self._log.write(text)
             self._pending.append(text)
         return len(text)
 
     def flush(self) -> None:
         with self._lock:
             text, self._pending = "".join(self._pending), []
-            self._log.flush()
         if text:
             self._emit(self.name, text)
 
 
-def serve(cmd_fd: int, event_fd: int) -> None:
-    """Warm worker loop: one task at a time, log batches and the outcome sent back as frames."""
-    send_lock = threading.Lock()
+def _write_atomically(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
 
-    def send(message: dict[str, Any]) -> None:
-        with send_lock:
-            write_frame(event_fd, message)
 
-    send({"op": "ready", "pid": os.getpid(), "cloudpickle": cloudpickle_version()})
+def run_in_spool(channel: Channel, task_id: str, payload: bytes, spool: str) -> None:
+    """Run one task. Its outcome is always left in the spool (`TASK.result`, `TASK.done`) before it is sent, so
+    that an engine that died meanwhile finds it on restart; its output goes to `TASK.log` only while no engine
+    listens."""
+    base = os.path.join(spool, task_id)
+
+    def emit(stream: str, text: str) -> None:
+        if not channel.send({"op": "log", "task": task_id, "stream": stream, "text": text}):
+            with open(base + ".log", "a", encoding="utf-8", errors="replace") as log:
+                log.write(text)
+
+    lock = threading.Lock()
+    tees = [Tee("stdout", emit, lock), Tee("stderr", emit, lock)]
+    stop = threading.Event()
+
+    def pump() -> None:
+        while not stop.wait(FLUSH_INTERVAL):
+            for tee in tees:
+                tee.flush()
+
+    pumper = threading.Thread(target=pump, daemon=True)
+    pumper.start()
+    result, error = execute(payload, tees[0], tees[1])
+    stop.set()
+    pumper.join()
+    for tee in tees:
+        tee.flush()
+    if result is not None:
+        _write_atomically(base + ".result", result)
+    _write_atomically(base + ".done", pickle.dumps({"error": error}, protocol=5))
+    channel.send({"op": "done", "task": task_id, "error": error})
+
+
+def serve(cmd_fd: int, event_fd: int, spool: str) -> None:
+    """Warm worker loop: one task at a time, fed over a pipe; exits when the engine closes it."""
+    channel = Channel(event_fd)
+    channel.send({"op": "ready", "pid": os.getpid(), "cloudpickle": cloudpickle_version()})
     while True:
         try:
             message = read_frame(cmd_fd)
         except EOFError:
             return
-        task_id = message["task"]
-        send({"op": "started", "task": task_id})
-        with open(message["log"], "a", encoding="utf-8", errors="replace") as log:
-            buffer_lock = threading.Lock()
-
-            def emit(stream: str, text: str, task_id: str = task_id) -> None:
-                send({"op": "log", "task": task_id, "stream": stream, "text": text})
-
-            tees = [Tee("stdout", log, emit, buffer_lock), Tee("stderr", log, emit, buffer_lock)]
-            stop = threading.Event()
-
-            def pump(tees: list[Tee] = tees, stop: threading.Event = stop) -> None:
-                while not stop.wait(FLUSH_INTERVAL):
-                    for tee in tees:
-                        tee.flush()
-
-            pumper = threading.Thread(target=pump, daemon=True)
-            pumper.start()
-            result, error = execute(message["payload"], tees[0], tees[1])
-            stop.set()
-            pumper.join()
-            for tee in tees:
-                tee.flush()
-        send({"op": "done", "task": task_id, "result": result, "error": error})
+        channel.send({"op": "started", "task": message["task"]})
+        run_in_spool(channel, message["task"], message["payload"], spool)
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 3 and argv[0] == "serve":
-        serve(int(argv[1]), int(argv[2]))
+    if len(argv) == 4 and argv[0] == "serve":
+        serve(int(argv[1]), int(argv[2]), argv[3])
         return 0
     print(__doc__, file=sys.stderr)
     return 2

@@ -1,12 +1,15 @@
-"""Moves tasks through their states: hands them to executors, retries with backoff, enforces timeouts, cancels."""
+"""Moves tasks through their states: hands them to executors, retries with backoff, enforces timeouts, cancels,
+and picks up after an engine restart."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
+from .credentials import Credentials, StreamMasker
 from .events import Events
 from .executors import Executor, Job
 from .models import State, Task
@@ -14,12 +17,36 @@ from .settings import Hetflow
 from .store import Store
 
 
+class _TaskLog:
+    """The store's copy of a task's output: masked, appended as it streams in."""
+
+    def __init__(self, path: Path, credentials: Credentials):
+        self.masker = StreamMasker(credentials)
+        self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open while the task runs
+
+    def write(self, text: str) -> str:
+        shown = self.masker.feed(text)
+        self._file.write(shown)
+        self._file.flush()
+        return shown
+
+    def close(self) -> str:
+        rest = self.masker.close()
+        self._file.write(rest)
+        self._file.close()
+        return rest
+
+
 class Scheduler:
     """The executors' reporter. Every transition is persisted (with its event row) before it is announced."""
 
-    def __init__(self, store: Store, events: Events, executors: dict[str, Executor], settings: Hetflow):
+    def __init__(
+        self, store: Store, events: Events, executors: dict[str, Executor], settings: Hetflow, credentials: Credentials
+    ):
         self.store, self.events, self.executors, self.settings = store, events, executors, settings
+        self.credentials = credentials
         self._live: dict[str, Task] = {}
+        self._logs: dict[str, _TaskLog] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[None]] = set()
 
@@ -34,15 +61,11 @@ class Scheduler:
         self._timers[task_id] = asyncio.get_running_loop().call_later(delay, fire)
 
     def move(self, task: Task, state: State, message: str | None = None, *changed: str) -> None:
+        if state.final:
+            self._close_log(task.id)
         self.store.transition(task, state, message, *changed)
         self.events.publish(
-            {
-                "type": "task",
-                "task": task.id,
-                "state": state.value,
-                "message": message,
-                "data": task.to_json(),
-            }
+            {"type": "task", "task": task.id, "state": state.value, "message": message, "data": task.to_json()}
         )
         if state.final:
             self._live.pop(task.id, None)
@@ -53,11 +76,26 @@ class Scheduler:
         self._live[task.id] = task
         task.attempts += 1
         self.move(task, State.QUEUED, None, "attempts")
-        job = Job(task.id, self.store.get_blob(task.payload_hash or ""), task.options, self.store.log_path(task.id))
+        job = Job(task.id, self.store.get_blob(task.payload_hash or ""), task.options)
         try:
             await self.executors[task.executor].submit([job])
         except Exception as err:
             self.finished(task.id, None, {"type": type(err).__name__, "message": f"submission failed: {err}"})
+
+    async def recover(self, task: Task) -> None:
+        """A task the previous engine left unfinished: follow it if it runs, queue it again if it never did."""
+        self._live[task.id] = task
+        executor = self.executors.get(task.executor)
+        if executor is None:
+            error = {"type": "ExecutorGone", "message": f"executor {task.executor!r} is no longer configured"}
+            self._fail(task, error)
+        elif task.state is State.RUNNING:
+            self.store.add_event(task, "the engine restarted; re-attaching")
+            await executor.reattach(task.id, task.handle or {})
+        else:
+            if task.state is State.QUEUED:
+                task.attempts -= 1  # it never started
+            await self.enqueue(task)
 
     # --------------------------------------------------------------------------- reporter
 
@@ -71,33 +109,62 @@ class Scheduler:
             self.later(task_id, task.timeout, lambda: self._expire(task))
 
     def log(self, task_id: str, stream: str, text: str) -> None:
-        self.events.publish({"type": "log", "task": task_id, "stream": stream, "text": text})
+        if task_id not in self._live:
+            return
+        log = self._logs.get(task_id)
+        if log is None:
+            log = self._logs[task_id] = _TaskLog(self.store.log_path(task_id), self.credentials)
+        shown = log.write(text)
+        if shown:
+            self.events.publish({"type": "log", "task": task_id, "stream": stream, "text": shown})
 
-    def finished(self, task_id: str, result: bytes | None, error: dict[str, str] | None) -> None:
+    def _close_log(self, task_id: str) -> None:
+        log = self._logs.pop(task_id, None)
+        if log is not None:
+            rest = log.close()
+            if rest:
+                self.events.publish({"type": "log", "task": task_id, "stream": "stdout", "text": rest})
+
+    def finished(self, task_id: str, result: bytes | Path | None, error: dict[str, str] | None) -> None:
         task = self._live.get(task_id)
         if task is None or task.state.final:
             return  # cancelled meanwhile: a late report changes nothing
         self._clear_timer(task_id)
-        task.finished = time.time()
         if error is None and result is not None:
-            task.result_hash = self.store.put_blob(result)
-            task.error = None
+            task.result_hash = (
+                self.store.adopt_blob(result) if isinstance(result, Path) else self.store.put_blob(result)
+            )
+            task.error, task.finished = None, time.time()
             self.move(task, State.COMPLETED, None, "result_hash", "error", "finished")
             return
-        task.error = error or {"type": "Error", "message": "the executor returned no result"}
-        reason = f"{task.error['type']}: {task.error['message']}"
+        error = error or {"type": "Error", "message": "the executor returned no result"}
+        masked = {key: self.credentials.mask(str(value)) for key, value in error.items()}
         if task.attempts <= task.retries:
             delay = min(self.settings.retry_backoff * 2 ** (task.attempts - 1), self.settings.retry_backoff_max)
+            task.error = masked
+            reason = f"{masked['type']}: {masked['message']}"
             self.move(
-                task,
-                State.PENDING,
-                f"attempt {task.attempts} failed ({reason}); retrying in {delay:g} s",
-                "error",
-                "finished",
+                task, State.PENDING, f"attempt {task.attempts} failed ({reason}); retrying in {delay:g} s", "error"
             )
             self.later(task_id, delay, lambda: self.enqueue(task))
         else:
-            self.move(task, State.FAILED, reason, "error", "finished")
+            self._fail(task, masked)
+
+    def lost(self, task_id: str, reason: str) -> None:
+        """Its process died with the previous engine: run it again, once; a second loss fails it."""
+        task = self._live.get(task_id)
+        if task is None or task.state.final:
+            return
+        if task.restarts >= 1:
+            self._fail(task, {"type": "WorkerLost", "message": f"lost again after a re-run: {reason}"})
+            return
+        task.restarts += 1
+        self.move(task, State.PENDING, f"re-running once: {reason}", "restarts")
+        self.later(task_id, 0, lambda: self.enqueue(task))
+
+    def _fail(self, task: Task, error: dict[str, str]) -> None:
+        task.error, task.finished = error, time.time()
+        self.move(task, State.FAILED, f"{error['type']}: {error['message']}", "error", "finished")
 
     # --------------------------------------------------------------------------- control
 
@@ -108,11 +175,7 @@ class Scheduler:
         self.finished(
             task.id,
             None,
-            {
-                "type": "TimeoutError",
-                "message": f"the task ran longer than timeout={task.timeout:g} s and was stopped",
-                "traceback": "",
-            },
+            {"type": "TimeoutError", "message": f"the task ran longer than timeout={task.timeout:g} s and was stopped"},
         )
 
     async def cancel(self, task: Task) -> Task:
@@ -125,6 +188,15 @@ class Scheduler:
         live.finished = time.time()
         self.move(live, State.CANCELLED, "cancelled by the user", "finished")
         return live
+
+    async def rerun(self, task: Task, message: str) -> Task:
+        """Run a finished task again under the same id (its new result replaces the old)."""
+        if not task.state.final:
+            return self._live.get(task.id, task)
+        task.error, task.finished, task.started, task.restarts, task.attempts = None, None, None, 0, 0
+        self.move(task, State.PENDING, message, "error", "finished", "started", "restarts")
+        await self.enqueue(task)
+        return task
 
     def _clear_timer(self, task_id: str) -> None:
         timer = self._timers.pop(task_id, None)

@@ -103,6 +103,14 @@ class Store:
             os.replace(tmp, path)
         return digest
 
+    def adopt_blob(self, source: Path) -> str:
+        """Move a finished file into the store under its own hash (no copy); the hash is computed here."""
+        digest = sha256(source.read_bytes())
+        path = self.blob_path(digest)
+        path.parent.mkdir(exist_ok=True, mode=0o700)
+        os.replace(source, path)
+        return digest
+
     def get_blob(self, digest: str) -> bytes:
         """The blob's bytes, only if they still hash to the digest the engine recorded."""
         try:
@@ -151,12 +159,18 @@ class Store:
         return None if row is None else Task.from_row(dict(row))
 
     def find_tasks(
-        self, *, name: str | None = None, states: list[State] | None = None, limit: int | None = None
+        self,
+        *,
+        name: str | None = None,
+        notebook: str | None = None,
+        states: list[State] | None = None,
+        limit: int | None = None,
     ) -> list[Task]:
         where, args = [], []
-        if name is not None:
-            where.append("name = ?")
-            args.append(name)
+        for column, value in (("name", name), ("notebook", notebook)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
         if states:
             where.append(f"state IN ({', '.join('?' for _ in states)})")
             args.extend(s.value for s in states)

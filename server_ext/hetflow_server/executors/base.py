@@ -18,7 +18,6 @@ class Job:
     task_id: str
     payload: bytes
     options: dict[str, Any]
-    log_path: Path
 
 
 class Reporter(Protocol):
@@ -28,7 +27,11 @@ class Reporter(Protocol):
 
     def log(self, task_id: str, stream: str, text: str) -> None: ...
 
-    def finished(self, task_id: str, result: bytes | None, error: dict[str, str] | None) -> None: ...
+    def finished(self, task_id: str, result: bytes | Path | None, error: dict[str, str] | None) -> None:
+        """The task ended: its result pickle (bytes, or a file the store may move in) or the error."""
+
+    def lost(self, task_id: str, reason: str) -> None:
+        """The task's process is gone without an outcome (it died with a previous engine)."""
 
 
 class Executor(HasTraits):
@@ -42,7 +45,7 @@ class Executor(HasTraits):
     options: ClassVar[dict[str, Option]] = {}
     name = Unicode()
 
-    def __init__(self, name: str, reporter: Reporter, **settings: Any):
+    def __init__(self, name: str, reporter: Reporter, spool: Path, **settings: Any):
         unknown = sorted(set(settings) - set(self.trait_names()) - {"kind"})
         if unknown:
             raise SpecError(
@@ -52,6 +55,8 @@ class Executor(HasTraits):
         settings.pop("kind", None)
         super().__init__(name=name, **settings)
         self.reporter = reporter
+        self.spool = spool  # this executor's own directory for files in flight
+        spool.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     async def start(self) -> None:
         """Warm up (start workers, open connections) so that the first task does not pay for it."""
@@ -59,6 +64,10 @@ class Executor(HasTraits):
     async def submit(self, jobs: list[Job]) -> None:
         """Take these jobs; report `started` when each runs and `finished` when it ends."""
         raise NotImplementedError
+
+    async def reattach(self, task_id: str, handle: dict[str, Any]) -> None:
+        """After an engine restart: follow a task that was running, and report as for `submit`."""
+        self.reporter.lost(task_id, f"the {self.kind} executor cannot re-attach to running tasks")
 
     async def cancel(self, task_id: str) -> None:
         """Stop the task wherever it is (queued here or running); no report follows."""

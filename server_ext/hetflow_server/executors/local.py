@@ -1,17 +1,22 @@
-"""`local`: a pool of warm worker processes on this machine, fed over pipes (no interpreter start per task)."""
+"""`local`: a pool of warm worker processes on this machine, fed over pipes (no interpreter start per task).
+
+Workers run in sessions of their own: a kernel interrupt never reaches them, and a task outlives an engine that
+dies. Each task leaves its outcome in the spool (`TASK.result`, `TASK.done`), so a restarted engine re-attaches to
+a still-running worker by its pid and picks the outcome up from there.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
-import logging
 import os
 import pickle
 import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from traitlets import Int
@@ -19,7 +24,7 @@ from traitlets import Int
 from ..runner import _HEADER
 from .base import Executor, Job
 
-log = logging.getLogger(__name__)
+REATTACH_POLL = 0.2
 
 
 class _Frames(asyncio.Protocol):
@@ -44,8 +49,21 @@ class _Frames(asyncio.Protocol):
         self._on_eof()
 
 
+def _is_worker(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"hetflow_server.runner" in cmdline
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 class _Worker:
-    """One warm process running `runner serve`, in its own session so a kernel interrupt never reaches it."""
+    """One warm process running `runner serve`."""
 
     def __init__(self, executor: LocalExecutor):
         self.executor = executor
@@ -58,7 +76,7 @@ class _Worker:
         cmd_r, cmd_w = os.pipe()
         evt_r, evt_w = os.pipe()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hetflow_server.runner", "serve", str(cmd_r), str(evt_w)],
+            [sys.executable, "-m", "hetflow_server.runner", "serve", str(cmd_r), str(evt_w), str(self.executor.spool)],
             pass_fds=(cmd_r, evt_w),
             stdin=subprocess.DEVNULL,
             start_new_session=True,
@@ -73,7 +91,7 @@ class _Worker:
 
     def run(self, job: Job) -> None:
         self.task_id = job.task_id
-        data = pickle.dumps({"task": job.task_id, "payload": job.payload, "log": str(job.log_path)}, protocol=5)
+        data = pickle.dumps({"task": job.task_id, "payload": job.payload}, protocol=5)
         assert self._commands is not None
         self._commands.write(_HEADER.pack(len(data)) + data)
 
@@ -82,39 +100,39 @@ class _Worker:
         self.task_id = None
         self.ready = False
         if self.proc and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            _kill_group(self.proc.pid)
         if self._commands:
             self._commands.close()
 
     def _on_message(self, message: dict[str, Any]) -> None:
         op = message["op"]
-        reporter = self.executor.reporter
+        executor = self.executor
         if op == "ready":
             self.ready = True
         elif op == "started":
-            reporter.started(message["task"], {"pid": self.proc.pid if self.proc else None})
+            executor.reporter.started(message["task"], {"pid": self.proc.pid if self.proc else None})
         elif op == "log":
-            reporter.log(message["task"], message["stream"], message["text"])
+            executor.reporter.log(message["task"], message["stream"], message["text"])
         elif op == "done":
             self.task_id = None
-            reporter.finished(message["task"], message["result"], message["error"])
-        self.executor._dispatch()
+            executor.collect(message["task"], message["error"])
+        executor.dispatch()
 
     def _on_eof(self) -> None:
-        self.executor._worker_exited(self)
+        self.executor.worker_exited(self)
 
 
 class LocalExecutor(Executor):
     kind = "local"
     workers = Int(2, help="Number of warm worker processes; each runs one task at a time.")
 
-    def __init__(self, name: str, reporter: Any, **settings: Any):
-        super().__init__(name, reporter, **settings)
+    def __init__(self, name: str, reporter: Any, spool: Path, **settings: Any):
+        super().__init__(name, reporter, spool, **settings)
         self._pool: list[_Worker] = []
         self._queue: collections.deque[Job] = collections.deque()
         self._closing = False
-        self._spawning: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self._orphans: dict[str, int] = {}  # task id -> pid of a worker left by a previous engine
 
     async def start(self) -> None:
         for _ in range(max(1, self.workers)):
@@ -125,16 +143,29 @@ class LocalExecutor(Executor):
         self._pool.append(worker)
         await worker.spawn()
 
+    def _in_background(self, coro: Any) -> None:
+        job = asyncio.get_running_loop().create_task(coro)
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
+
     async def submit(self, jobs: list[Job]) -> None:
         self._queue.extend(jobs)
-        self._dispatch()
+        self.dispatch()
 
-    def _dispatch(self) -> None:
+    def dispatch(self) -> None:
         for worker in self._pool:
             if not self._queue:
                 return
             if worker.ready and worker.task_id is None:
                 worker.run(self._queue.popleft())
+
+    def collect(self, task_id: str, error: dict[str, str] | None) -> None:
+        """Hand a finished task's spooled outcome to the scheduler and clear the spool."""
+        base = self.spool / task_id
+        result = base.with_suffix(".result")
+        self.reporter.finished(task_id, result if error is None else None, error)
+        for leftover in (result, base.with_suffix(".done"), base.with_suffix(".log")):
+            leftover.unlink(missing_ok=True)
 
     async def cancel(self, task_id: str) -> None:
         for job in self._queue:
@@ -145,8 +176,39 @@ class LocalExecutor(Executor):
             if worker.task_id == task_id:
                 worker.kill()
                 return
+        pid = self._orphans.pop(task_id, None)
+        if pid is not None:
+            _kill_group(pid)
 
-    def _worker_exited(self, worker: _Worker) -> None:
+    async def reattach(self, task_id: str, handle: dict[str, Any]) -> None:
+        """Follow a task a previous engine started: its worker still runs it, or left its outcome behind."""
+        pid = int(handle.get("pid") or 0)
+        self._orphans[task_id] = pid
+        self._in_background(self._follow(task_id, pid))
+
+    async def _follow(self, task_id: str, pid: int) -> None:
+        base = self.spool / task_id
+        log, offset = base.with_suffix(".log"), 0
+        while task_id in self._orphans:
+            if log.exists():
+                with open(log, "rb") as fh:
+                    fh.seek(offset)
+                    text = fh.read()
+                offset += len(text)
+                if text:
+                    self.reporter.log(task_id, "stdout", text.decode("utf-8", errors="replace"))
+            done = base.with_suffix(".done")
+            if done.exists():
+                del self._orphans[task_id]
+                self.collect(task_id, pickle.loads(done.read_bytes())["error"])
+                return
+            if not (pid and _is_worker(pid)):
+                del self._orphans[task_id]
+                self.reporter.lost(task_id, f"its worker process (pid {pid}) ended with the previous engine")
+                return
+            await asyncio.sleep(REATTACH_POLL)
+
+    def worker_exited(self, worker: _Worker) -> None:
         """A worker's pipe closed: reap it, fail what it was running, and start a replacement."""
         if self._closing:
             return
@@ -154,24 +216,17 @@ class LocalExecutor(Executor):
         task_id, worker.task_id, worker.ready = worker.task_id, None, False
         if worker in self._pool:
             self._pool.remove(worker)
-        loop = asyncio.get_running_loop()
         if proc is not None:
-            loop.run_in_executor(None, proc.wait)
+            asyncio.get_running_loop().run_in_executor(None, proc.wait)
         if task_id is not None:
             code = proc.poll() if proc else None
+            ended = f"the worker process (pid {proc.pid if proc else '?'}) ended while running the task"
             self.reporter.finished(
                 task_id,
                 None,
-                {
-                    "type": "WorkerDied",
-                    "message": f"the worker process (pid {proc.pid if proc else '?'}) ended while running the task"
-                    + (f", exit code {code}" if code is not None else ""),
-                    "traceback": "",
-                },
+                {"type": "WorkerDied", "message": ended + (f", exit code {code}" if code is not None else "")},
             )
-        replacement = loop.create_task(self._add_worker())
-        self._spawning.add(replacement)
-        replacement.add_done_callback(self._spawning.discard)
+        self._in_background(self._add_worker())
 
     def describe(self) -> dict[str, Any]:
         ready = sum(w.ready for w in self._pool)
@@ -179,16 +234,21 @@ class LocalExecutor(Executor):
             "kind": self.kind,
             "workers": self.workers,
             "ready": ready,
-            "busy": sum(w.task_id is not None for w in self._pool),
+            "busy": sum(w.task_id is not None for w in self._pool) + len(self._orphans),
             "queued": len(self._queue),
             "healthy": ready > 0 or any(w.proc and w.proc.poll() is None for w in self._pool),
         }
 
     async def close(self) -> None:
+        """Stop the pool. Workers still running a task are left to finish it: the next engine re-attaches."""
         self._closing = True
+        self._orphans.clear()
         for worker in self._pool:
-            worker.kill()
+            if worker.task_id is None:
+                worker.kill()
+            elif worker._commands:
+                worker._commands.close()
         for worker in self._pool:
-            if worker.proc is not None:
+            if worker.proc is not None and worker.task_id is None:
                 worker.proc.wait(timeout=5)
         self._pool.clear()
