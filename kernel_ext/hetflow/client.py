@@ -1,95 +1,87 @@
-"""How the kernel reaches its engine. Today: an engine embedded in the kernel, on a background thread."""
+"""How the kernel finds its engine: HETFLOW_URL/HETFLOW_TOKEN, else a live Jupyter server's connection file (its
+own server's first, through JPY_PARENT_PID), else an engine embedded in the kernel."""
 
 from __future__ import annotations
 
-import asyncio
-import atexit
-import queue
-import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+import json
+import os
+from pathlib import Path
+from typing import Any, Protocol
 
-from hetflow_server.engine import Engine
 from hetflow_server.models import Task, TaskSpec
 from hetflow_server.settings import Hetflow, load_config
+from jupyter_core.paths import jupyter_runtime_dir
 
-T = TypeVar("T")
-
-
-class EmbeddedClient:
-    """Runs the engine's event loop in a daemon thread and calls into it from the kernel's main thread."""
-
-    mode = "embedded"
-
-    def __init__(self, settings: Hetflow):
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="hetflow-engine", daemon=True)
-        self._thread.start()
-        self.engine = Engine(settings)
-        try:
-            self.call(self.engine.start())
-        except BaseException:
-            self.close()
-            raise
-        atexit.register(self.close)
-
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    def on_loop(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run a plain engine method on the engine's thread (the store's connection lives there)."""
-
-        async def run() -> Any:
-            return fn(*args, **kwargs)
-
-        return self.call(run())
-
-    def submit(self, spec: TaskSpec, payload: bytes) -> tuple[Task, bool, queue.SimpleQueue[dict[str, Any]]]:
-        watch: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-        task, cached = self.call(self.engine.submit(spec, payload, watch.put))
-        return task, cached, watch
-
-    def result(self, task: Task) -> bytes:
-        """The result pickle, read only if it still hashes to what the engine recorded."""
-        assert task.result_hash
-        return self.engine.store.get_blob(task.result_hash)
-
-    def find(self, ref: str) -> Task:
-        return self.on_loop(self.engine.find, ref)
-
-    def tasks(self, limit: int | None = None) -> list[Task]:
-        return self.on_loop(self.engine.tasks, limit=limit)
-
-    def cancel(self, ref: str) -> Task:
-        return self.call(self.engine.cancel(ref))
-
-    def logs(self, ref: str) -> str:
-        return self.on_loop(self.engine.logs, ref).decode("utf-8", errors="replace")
-
-    def executors(self) -> dict[str, dict[str, Any]]:
-        return self.on_loop(self.engine.describe_executors)
-
-    def describe(self) -> str:
-        return f"embedded in this kernel (store {self.engine.settings.store_path})"
-
-    def close(self) -> None:
-        if self._loop.is_closed():
-            return
-        if self._thread.is_alive():
-            try:
-                asyncio.run_coroutine_threadsafe(self.engine.close(), self._loop).result(timeout=10)
-            finally:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._thread.join(timeout=10)
-        self._loop.close()
+from .remote import Connection, RemoteClient
+from .watch import Watch
 
 
-_client: EmbeddedClient | None = None
+class EngineClient(Protocol):
+    mode: str
+
+    def submit(self, spec: TaskSpec, payload: bytes) -> tuple[Task, bool, Watch | None]: ...
+    def result(self, task: Task, inline: bytes | None = None) -> bytes: ...
+    def find(self, ref: str) -> Task: ...
+    def tasks(self, limit: int | None = None) -> list[Task]: ...
+    def cancel(self, ref: str) -> Task: ...
+    def logs(self, ref: str) -> str: ...
+    def executors(self) -> dict[str, dict[str, Any]]: ...
+    def describe(self) -> str: ...
+    def close(self) -> None: ...
 
 
-def get_client() -> EmbeddedClient:
-    """This kernel's engine, started on first use."""
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read(path: Path, source: str) -> Connection | None:
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    pid = int(info.get("pid") or 0)
+    if not pid or not _alive(pid):
+        return None
+    return Connection(info["url"], info["token"], source, pid)
+
+
+def discover() -> Connection | None:
+    """The engine this kernel should use, or None for the embedded one."""
+    url, token = os.environ.get("HETFLOW_URL"), os.environ.get("HETFLOW_TOKEN")
+    if url and token:
+        return Connection(url if url.endswith("/") else url + "/", token, "HETFLOW_URL")
+    runtime = Path(jupyter_runtime_dir())
+    parent = os.environ.get("JPY_PARENT_PID")
+    if parent:
+        found = _read(runtime / f"hetflow-{parent}.json", "this kernel's server (JPY_PARENT_PID)")
+        if found:
+            return found
+    files = sorted(runtime.glob("hetflow-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in files:
+        found = _read(path, f"connection file {path}")
+        if found:
+            return found
+    return None
+
+
+_client: EngineClient | None = None
+
+
+def get_client() -> EngineClient:
+    """This kernel's engine, found (or started, embedded) on first use."""
     global _client
     if _client is None:
-        _client = EmbeddedClient(Hetflow(config=load_config()))
+        connection = discover()
+        if connection is not None:
+            _client = RemoteClient(connection, discover)
+        else:
+            from .embedded import EmbeddedClient
+
+            _client = EmbeddedClient(Hetflow(config=load_config()))
     return _client

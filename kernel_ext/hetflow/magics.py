@@ -18,6 +18,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from . import capture, display
 from .client import get_client
 from .options import help_text, parse_line
+from .watch import Watch
 
 LINE_COMMANDS = {
     "status": "list recent tasks and say which engine this kernel uses",
@@ -49,12 +50,13 @@ class RemoteMagics(Magics):
         spec, payload = self._capture(line, cell)
         client = get_client()
         try:
-            task, cached, watch = client.submit(spec, payload)
+            task, _cached, watch = client.submit(spec, payload)
         except SpecError as err:
             raise UsageError(str(err)) from None
-        if not cached:
-            task = self._wait(task, watch)
-        return self._deliver(client.result(task))
+        if watch is None:
+            return self._deliver(client.result(task))
+        task = self._wait(task, watch)
+        return self._deliver(client.result(task, watch.result))
 
     def _capture(self, line: str, cell: str) -> tuple[TaskSpec, bytes]:
         """Options, analysis and pickled inputs: every user error is raised here, before any submission."""
@@ -121,13 +123,13 @@ class RemoteMagics(Magics):
         parent = kernel.get_parent() if kernel is not None and hasattr(kernel, "get_parent") else None
         return ((parent or {}).get("metadata") or {}).get("cellId")
 
-    def _wait(self, task: Task, watch: queue.SimpleQueue[dict[str, Any]]) -> Task:
+    def _wait(self, task: Task, watch: Watch) -> Task:
         """Stream the task's log into the cell until it ends; an interrupt detaches instead of cancelling."""
         status = display.StatusLine(task)
         try:
             while not task.state.final:
                 try:
-                    event = watch.get(timeout=0.25)
+                    event = watch.events.get(timeout=0.25)
                 except queue.Empty:
                     status.update()
                     continue

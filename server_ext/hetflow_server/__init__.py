@@ -1,3 +1,11 @@
 """hetflow's engine: tasks, store, scheduler, executors. Kept import-light: the runner's workers import it."""
 
+from typing import Any
+
 __version__ = "0.1.0"
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from .extension import HetflowApp
+
+    return [{"module": "hetflow_server.extension", "app": HetflowApp}]

@@ -105,10 +105,9 @@ class Engine:
             payload_hash=self.store.put_blob(payload),
             created=time.time(),
         )
-        self.store.insert_task(task)
         if listener is not None:
             self.events.subscribe(listener, task.id)
-        await self.scheduler.enqueue(task)
+        await self.scheduler.add(task, payload)
         return task, False
 
     def find(self, ref: str) -> Task:

@@ -7,7 +7,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any
 
@@ -188,7 +188,8 @@ class Task:
     JSON_COLUMNS = ("options", "inputs", "outputs", "deps", "error", "handle")
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        """A shallow copy (no deep copy as `asdict` makes: this runs for every event)."""
+        data = {name: getattr(self, name) for name in _TASK_FIELDS}
         data["state"] = self.state.value
         return data
 
@@ -214,3 +215,6 @@ class Task:
         if self.started is None:
             return None
         return (self.finished or time.time()) - self.started
+
+
+_TASK_FIELDS = tuple(f.name for f in fields(Task))

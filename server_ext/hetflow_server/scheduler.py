@@ -16,25 +16,33 @@ from .models import State, Task
 from .settings import Hetflow
 from .store import Store
 
+INLINE_RESULT = 256 * 1024
+
 
 class _TaskLog:
     """The store's copy of a task's output: masked, appended as it streams in."""
 
     def __init__(self, path: Path, credentials: Credentials):
         self.masker = StreamMasker(credentials)
-        self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open while the task runs
+        self._file: IO[bytes] = open(path, "ab")  # noqa: SIM115 - open while the task runs
+        self.size = self._file.tell()
 
-    def write(self, text: str) -> str:
-        shown = self.masker.feed(text)
-        self._file.write(shown)
-        self._file.flush()
-        return shown
+    def write(self, text: str) -> tuple[int, str]:
+        """Append; returns the byte offset where the shown (masked) text starts, and the text."""
+        return self._append(self.masker.feed(text))
 
-    def close(self) -> str:
-        rest = self.masker.close()
-        self._file.write(rest)
+    def close(self) -> tuple[int, str]:
+        offset, rest = self._append(self.masker.close())
         self._file.close()
-        return rest
+        return offset, rest
+
+    def _append(self, text: str) -> tuple[int, str]:
+        offset = self.size
+        data = text.encode("utf-8")
+        self._file.write(data)
+        self._file.flush()
+        self.size += len(data)
+        return offset, text
 
 
 class Scheduler:
@@ -60,23 +68,44 @@ class Scheduler:
 
         self._timers[task_id] = asyncio.get_running_loop().call_later(delay, fire)
 
-    def move(self, task: Task, state: State, message: str | None = None, *changed: str) -> None:
+    def announce(self, task: Task, message: str | None = None, **extra: Any) -> None:
+        self.events.publish(
+            {
+                "type": "task",
+                "task": task.id,
+                "state": task.state.value,
+                "message": message,
+                "data": task.to_json(),
+                **extra,
+            }
+        )
+
+    def move(self, task: Task, state: State, message: str | None = None, *changed: str, **extra: Any) -> None:
         if state.final:
             self._close_log(task.id)
         self.store.transition(task, state, message, *changed)
-        self.events.publish(
-            {"type": "task", "task": task.id, "state": state.value, "message": message, "data": task.to_json()}
-        )
+        self.announce(task, message, **extra)
         if state.final:
             self._live.pop(task.id, None)
             self._clear_timer(task.id)
             self.events.forget(task.id)
 
+    async def add(self, task: Task, payload: bytes) -> None:
+        """A new task: stored with its pending and queued events in one transaction, then handed on."""
+        self._live[task.id] = task
+        task.state, task.attempts = State.QUEUED, 1
+        self.store.insert_task(task, State.PENDING, State.QUEUED)
+        self.announce(task)
+        await self._submit(task, payload)
+
     async def enqueue(self, task: Task) -> None:
         self._live[task.id] = task
         task.attempts += 1
         self.move(task, State.QUEUED, None, "attempts")
-        job = Job(task.id, self.store.get_blob(task.payload_hash or ""), task.options)
+        await self._submit(task, self.store.get_blob(task.payload_hash or ""))
+
+    async def _submit(self, task: Task, payload: bytes) -> None:
+        job = Job(task.id, payload, task.options)
         try:
             await self.executors[task.executor].submit([job])
         except Exception as err:
@@ -114,16 +143,17 @@ class Scheduler:
         log = self._logs.get(task_id)
         if log is None:
             log = self._logs[task_id] = _TaskLog(self.store.log_path(task_id), self.credentials)
-        shown = log.write(text)
-        if shown:
-            self.events.publish({"type": "log", "task": task_id, "stream": stream, "text": shown})
+        self._publish_log(task_id, stream, *log.write(text))
+
+    def _publish_log(self, task_id: str, stream: str, offset: int, text: str) -> None:
+        """Log events carry their byte offset in the task's log, so a client that reconnects resumes exactly."""
+        if text:
+            self.events.publish({"type": "log", "task": task_id, "stream": stream, "text": text, "offset": offset})
 
     def _close_log(self, task_id: str) -> None:
         log = self._logs.pop(task_id, None)
         if log is not None:
-            rest = log.close()
-            if rest:
-                self.events.publish({"type": "log", "task": task_id, "stream": "stdout", "text": rest})
+            self._publish_log(task_id, "stdout", *log.close())
 
     def finished(self, task_id: str, result: bytes | Path | None, error: dict[str, str] | None) -> None:
         task = self._live.get(task_id)
@@ -131,11 +161,14 @@ class Scheduler:
             return  # cancelled meanwhile: a late report changes nothing
         self._clear_timer(task_id)
         if error is None and result is not None:
-            task.result_hash = (
-                self.store.adopt_blob(result) if isinstance(result, Path) else self.store.put_blob(result)
-            )
+            if isinstance(result, Path):
+                task.result_hash, result = self.store.adopt_blob(result)
+            else:
+                task.result_hash = self.store.put_blob(result)
             task.error, task.finished = None, time.time()
-            self.move(task, State.COMPLETED, None, "result_hash", "error", "finished")
+            # small results ride along with the event, so a waiting kernel need not fetch them
+            inline = {"result": result} if len(result) <= INLINE_RESULT else {}
+            self.move(task, State.COMPLETED, None, "result_hash", "error", "finished", **inline)
             return
         error = error or {"type": "Error", "message": "the executor returned no result"}
         masked = {key: self.credentials.mask(str(value)) for key, value in error.items()}

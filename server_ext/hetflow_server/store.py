@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -103,13 +105,14 @@ class Store:
             os.replace(tmp, path)
         return digest
 
-    def adopt_blob(self, source: Path) -> str:
+    def adopt_blob(self, source: Path) -> tuple[str, bytes]:
         """Move a finished file into the store under its own hash (no copy); the hash is computed here."""
-        digest = sha256(source.read_bytes())
+        data = source.read_bytes()
+        digest = sha256(data)
         path = self.blob_path(digest)
         path.parent.mkdir(exist_ok=True, mode=0o700)
         os.replace(source, path)
-        return digest
+        return digest, data
 
     def get_blob(self, digest: str) -> bytes:
         """The blob's bytes, only if they still hash to the digest the engine recorded."""
@@ -129,10 +132,27 @@ class Store:
 
     # ------------------------------------------------------------------------------------ tasks
 
-    def insert_task(self, task: Task) -> None:
+    def insert_task(self, task: Task, *states: State) -> None:
+        """A new task with its first state events, in one transaction."""
         row = task.to_row()
         marks = ", ".join("?" for _ in _COLUMNS)
-        self.db.execute(f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({marks})", [row[c] for c in _COLUMNS])
+        now = time.time()
+        with self._transaction():
+            self.db.execute(f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({marks})", [row[c] for c in _COLUMNS])
+            self.db.executemany(
+                "INSERT INTO events (task_id, time, state, message) VALUES (?, ?, ?, NULL)",
+                [(task.id, now, state.value) for state in states],
+            )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def update_task(self, task: Task, *names: str) -> None:
         row = task.to_row()
@@ -142,17 +162,12 @@ class Store:
     def transition(self, task: Task, state: State, message: str | None = None, *also: str) -> None:
         """Persist a state change (and any fields changed with it) with its event, in one transaction."""
         task.state = state
-        self.db.execute("BEGIN")
-        try:
+        with self._transaction():
             self.update_task(task, "state", *also)
             self.db.execute(
                 "INSERT INTO events (task_id, time, state, message) VALUES (?, ?, ?, ?)",
                 (task.id, time.time(), state.value, message),
             )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def get_task(self, task_id: str) -> Task | None:
         row = self.db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()

@@ -1,0 +1,235 @@
+"""The kernel's client of an engine in a Jupyter server: HTTP for requests, one WebSocket for events.
+
+Waiting is event driven: the socket pushes each state change and log line to the cell that waits. When the server
+goes away the socket reconnects with backoff, re-reading the connection files (a restarted server has a new pid,
+port or token), then re-synchronises every task a cell still waits for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import http.client
+import json
+import threading
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hetflow_server.handlers import TASK_MEDIA_TYPE
+from hetflow_server.models import SpecError, Task, TaskSpec
+from hetflow_server.store import StoreError
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
+
+from .watch import Watch
+
+EARLY_EVENTS = 2000  # events for tasks whose submission has not returned yet
+
+
+@dataclass(frozen=True)
+class Connection:
+    url: str  # the API root, ending in /hetflow/api/
+    token: str
+    source: str  # where it was found, for %remote status
+    pid: int | None = None
+
+
+class EngineUnreachable(RuntimeError):
+    pass
+
+
+class RemoteClient:
+    mode = "server"
+
+    def __init__(self, connection: Connection, rediscover: Callable[[], Connection | None]):
+        self.connection = connection
+        self._rediscover = rediscover
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._watches: dict[str, Watch] = {}
+        self._early: collections.OrderedDict[str, list[dict[str, Any]]] = collections.OrderedDict()
+        self._connected = threading.Event()
+        self._generation = 0
+        self._closed = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="hetflow-events", daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop)
+        self._connected.wait(timeout=5)
+
+    # --------------------------------------------------------------------------- HTTP
+
+    def _http(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "url", None) != self.connection.url:
+            parts = urllib.parse.urlsplit(self.connection.url)
+            factory = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            conn = factory(parts.hostname or "127.0.0.1", parts.port, timeout=300)
+            self._local.conn, self._local.url = conn, self.connection.url
+        return conn
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"
+    ) -> tuple[int, Any, bytes]:
+        """One API call; on a refused connection or token, find the engine again and retry once."""
+        for attempt in range(2):
+            conn = self._http()
+            target = urllib.parse.urlsplit(self.connection.url).path + path
+            headers = {"Authorization": f"Bearer {self.connection.token}"}
+            if body is not None:
+                headers["Content-Type"] = content_type
+            try:
+                conn.request(method, target, body, headers)
+                response = conn.getresponse()
+                data = response.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                self._local.conn = None
+                if attempt or not self._refresh():
+                    raise EngineUnreachable(
+                        f"the hetflow engine at {self.connection.url} does not answer; is the Jupyter server running?"
+                    ) from None
+                continue
+            except BaseException:
+                conn.close()  # interrupted mid-request: the connection's state is unknown
+                self._local.conn = None
+                raise
+            if response.status == 403 and not attempt and self._refresh():
+                continue
+            return response.status, response.headers, data
+        raise EngineUnreachable("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def call(self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json") -> Any:
+        status, _, data = self.request(method, path, body, content_type)
+        if status >= 400:
+            message = json.loads(data or b"{}").get("message", data.decode(errors="replace"))
+            if status in (400, 404):
+                raise SpecError(message)
+            raise EngineUnreachable(f"the hetflow engine answered {status}: {message}")
+        return json.loads(data) if data else None
+
+    def _refresh(self) -> bool:
+        """Re-read the connection files; true when they point somewhere new."""
+        found = self._rediscover()
+        if found is None or found == self.connection:
+            return False
+        self.connection = found
+        return True
+
+    # --------------------------------------------------------------------------- events
+
+    async def _listen(self) -> None:
+        delay = 0.05
+        while not self._closed:
+            url = self.connection.url.replace("http", "ws", 1) + "events?results=inline"
+            request = HTTPRequest(url, headers={"Authorization": f"Bearer {self.connection.token}"}, connect_timeout=5)
+            try:
+                socket = await websocket_connect(request)
+            except Exception:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                await self._loop.run_in_executor(None, self._refresh)
+                continue
+            delay = 0.05
+            with self._lock:
+                self._generation += 1
+            self._connected.set()
+            await self._loop.run_in_executor(None, self._resync)
+            while (message := await socket.read_message()) is not None:
+                if isinstance(message, str):
+                    self._dispatch(json.loads(message))
+            self._connected.clear()
+
+    def _dispatch(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            watch = self._watches.get(event["task"])
+            if watch is None:
+                self._early.setdefault(event["task"], []).append(event)
+                while len(self._early) > EARLY_EVENTS:
+                    self._early.popitem(last=False)
+                return
+            if event["type"] == "task" and event["state"] in ("completed", "failed", "cancelled"):
+                del self._watches[event["task"]]
+        watch.deliver(event)
+
+    def _resync(self, only: list[Watch] | None = None) -> None:
+        """After (re)connecting: deliver what a waiting cell missed while no socket was open."""
+        with self._lock:
+            watches = only if only is not None else list(self._watches.values())
+        for watch in watches:
+            try:
+                status, _, data = self.request("GET", f"tasks/{watch.task_id}/logs?offset={watch.offset}")
+                if status == 200 and data:
+                    text = data.decode("utf-8", errors="replace")
+                    watch.deliver(
+                        {"type": "log", "task": watch.task_id, "stream": "stdout", "text": text, "offset": watch.offset}
+                    )
+                task = self.call("GET", f"tasks/{watch.task_id}")["task"]
+            except (EngineUnreachable, SpecError):
+                continue
+            if task["state"] in ("completed", "failed", "cancelled"):
+                self._dispatch(
+                    {"type": "task", "task": task["id"], "state": task["state"], "message": None, "data": task}
+                )
+
+    # --------------------------------------------------------------------------- the client interface
+
+    def submit(self, spec: TaskSpec, payload: bytes) -> tuple[Task, bool, Watch | None]:
+        self._connected.wait(timeout=5)
+        generation = self._generation
+        body = json.dumps(spec.to_json()).encode() + b"\n" + payload
+        reply = self.call("POST", "tasks", body, TASK_MEDIA_TYPE)
+        task = Task.from_json(reply["task"])
+        if reply["cached"]:
+            return task, True, None
+        watch = Watch(task.id)
+        with self._lock:
+            self._watches[task.id] = watch
+            early = self._early.pop(task.id, [])
+        for event in early:
+            self._dispatch(event)
+        if generation != self._generation or not self._connected.is_set():
+            self._resync([watch])  # the socket dropped meanwhile: what it missed is fetched now
+        return task, False, watch
+
+    def result(self, task: Task, inline: bytes | None = None) -> bytes:
+        """The result pickle (as it came with the final event, or fetched), only if its hash is the recorded one."""
+        data = inline
+        if data is None:
+            status, _, data = self.request("GET", f"tasks/{task.id}/result")
+            if status != 200:
+                raise StoreError(f"no result for task {task.name!r}: {data.decode(errors='replace')}")
+        if hashlib.sha256(data).hexdigest() != task.result_hash:
+            raise StoreError(
+                f"the result of task {task.name!r} does not match its recorded hash; refusing to unpickle it"
+            )
+        return data
+
+    def find(self, ref: str) -> Task:
+        return Task.from_json(self.call("GET", f"tasks/{urllib.parse.quote(ref)}")["task"])
+
+    def tasks(self, limit: int | None = None) -> list[Task]:
+        return [Task.from_json(t) for t in self.call("GET", f"tasks?limit={limit or 0}")["tasks"]]
+
+    def cancel(self, ref: str) -> Task:
+        return Task.from_json(self.call("POST", f"tasks/{urllib.parse.quote(ref)}/cancel", b"")["task"])
+
+    def logs(self, ref: str) -> str:
+        status, _, data = self.request("GET", f"tasks/{urllib.parse.quote(ref)}/logs")
+        if status != 200:
+            raise SpecError(json.loads(data or b"{}").get("message", "no logs"))
+        return data.decode("utf-8", errors="replace")
+
+    def executors(self) -> dict[str, dict[str, Any]]:
+        return self.call("GET", "executors")["executors"]
+
+    def describe(self) -> str:
+        pid = f", pid {self.connection.pid}" if self.connection.pid else ""
+        return f"Jupyter server at {self.connection.url}{pid} (found through {self.connection.source})"
+
+    def close(self) -> None:
+        self._closed = True
+        self._loop.call_soon_threadsafe(self._loop.stop)

@@ -1,0 +1,269 @@
+"""REST + WebSocket API under {base_url}hetflow/api/ (see docs/openapi.yaml). Thin: each handler calls the engine.
+
+Two ways in: the browser with Jupyter's own authentication (cookie + XSRF, or a Jupyter token), and kernels with
+the engine's token from the connection file (`Authorization: Bearer ...`; no cookie, so no XSRF to check).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth import User
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from tornado import web, websocket
+
+from .engine import Engine
+from .models import SpecError, State, TaskSpec
+from .store import StoreError
+
+AUTH_RESOURCE = "hetflow"
+TASK_MEDIA_TYPE = "application/x-hetflow-task"
+KERNEL_USER = "hetflow-kernel"
+
+
+class _Access:
+    """Authentication shared by the REST handlers and the event socket."""
+
+    request: Any
+    settings: dict[str, Any]
+
+    @property
+    def engine(self) -> Engine:
+        return self.settings["hetflow_engine"]
+
+    def kernel_authenticated(self) -> bool:
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        expected = self.settings.get("hetflow_token", "")
+        return scheme.lower() == "bearer" and bool(expected) and hmac.compare_digest(token.strip(), expected)
+
+    async def _prepare_kernel(self) -> bool:
+        if not self.kernel_authenticated():
+            return False
+        if not self.check_host():  # type: ignore[attr-defined]
+            raise web.HTTPError(403)
+        self.current_user = self._jupyter_current_user = User(username=KERNEL_USER)
+        return True
+
+    def check_xsrf_cookie(self) -> None:
+        if self.kernel_authenticated():
+            return None  # a bearer token cannot be sent by another site's page
+        return super().check_xsrf_cookie()  # type: ignore[misc]
+
+    async def authorize(self, action: str) -> None:
+        if self.kernel_authenticated():
+            return
+        user = self.current_user  # type: ignore[attr-defined]
+        if user is None:
+            raise web.HTTPError(403, "not authenticated")
+        allowed = await ensure_async(self.authorizer.is_authorized(self, user, action, AUTH_RESOURCE))  # type: ignore[attr-defined]
+        if not allowed:
+            raise web.HTTPError(403, "not authorized")
+
+
+def api(action: str) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Awaitable[None]]]:
+    """Authorize, then turn the engine's user errors into 400/404 JSON answers."""
+
+    def decorate(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        @functools.wraps(method)
+        async def wrapper(self: HetflowHandler, *args: Any) -> None:
+            await self.authorize(action)
+            try:
+                await method(self, *args)
+            except SpecError as err:
+                self.reply({"message": str(err)}, 404 if str(err).startswith("no ") else 400)
+            except StoreError as err:
+                self.reply({"message": str(err)}, 500)
+
+        setattr(wrapper, "__allow_unauthenticated", False)
+        return wrapper
+
+    return decorate
+
+
+class HetflowHandler(_Access, APIHandler):
+    auth_resource = AUTH_RESOURCE
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        if not await self._prepare_kernel():
+            await super().prepare()
+
+    def reply(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def json_body(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except json.JSONDecodeError as err:
+            raise SpecError(f"the request body is not JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise SpecError("the request body must be a JSON object")
+        return data
+
+
+class EngineHandler(HetflowHandler):
+    @api("read")
+    async def get(self) -> None:
+        self.reply(
+            {"mode": "server", "store": str(self.engine.settings.store_path), "executors": list(self.engine.executors)}
+        )
+
+
+class TasksHandler(HetflowHandler):
+    @api("read")
+    async def get(self) -> None:
+        states = [State(s) for s in self.get_argument("state", "").split(",") if s] or None
+        limit = int(self.get_argument("limit", "0")) or None
+        tasks = self.engine.tasks(notebook=self.get_argument("notebook", None), states=states, limit=limit)
+        self.reply({"tasks": [t.to_json() for t in tasks]})
+
+    @api("write")
+    async def post(self) -> None:
+        """A submission: one line of JSON (the task spec), then the payload's bytes."""
+        if self.request.headers.get("Content-Type", "") != TASK_MEDIA_TYPE:
+            raise SpecError(f"submit a task as {TASK_MEDIA_TYPE}: a JSON line, then the payload")
+        head, _, payload = self.request.body.partition(b"\n")
+        try:
+            spec = TaskSpec(**json.loads(head))
+        except (TypeError, json.JSONDecodeError) as err:
+            raise SpecError(f"bad task spec: {err}") from None
+        task, cached = await self.engine.submit(spec, payload)
+        self.reply({"task": task.to_json(), "cached": cached}, 200 if cached else 201)
+
+
+class TaskHandler(HetflowHandler):
+    @api("read")
+    async def get(self, ref: str) -> None:
+        self.reply({"task": self.engine.find(ref).to_json(), "events": self.engine.history(ref)})
+
+
+class TaskActionHandler(HetflowHandler):
+    ACTIONS = ("cancel", "retry", "rerun")
+
+    @api("write")
+    async def post(self, ref: str, action: str) -> None:
+        task = await getattr(self.engine, action)(ref)
+        self.reply({"task": task.to_json()})
+
+
+class TaskLogsHandler(HetflowHandler):
+    @api("read")
+    async def get(self, ref: str) -> None:
+        offset = int(self.get_argument("offset", "0"))
+        limit = self.get_argument("limit", None)
+        data = self.engine.logs(ref, offset, None if limit is None else int(limit))
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("X-Hetflow-Next-Offset", str(offset + len(data)))
+        self.finish(data)
+
+
+class TaskResultHandler(HetflowHandler):
+    @api("read")
+    async def get(self, ref: str) -> None:
+        task, data = self.engine.result(ref)
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("X-Hetflow-Result-Hash", task.result_hash or "")
+        self.finish(data)
+
+
+class GraphHandler(HetflowHandler):
+    @api("read")
+    async def get(self) -> None:
+        self.reply(self.engine.graph(self.get_argument("notebook", None)))
+
+
+class ExecutorsHandler(HetflowHandler):
+    @api("read")
+    async def get(self) -> None:
+        self.reply({"executors": self.engine.describe_executors()})
+
+
+class ExecutorCheckHandler(HetflowHandler):
+    @api("read")
+    async def post(self, name: str) -> None:
+        executors = self.engine.describe_executors()
+        if name not in executors:
+            raise SpecError(f"no executor is named {name!r}")
+        self.reply({"name": name, **executors[name]})
+
+
+class CredentialsHandler(HetflowHandler):
+    @api("read")
+    async def get(self) -> None:
+        self.reply({"credentials": self.engine.credentials.describe()})
+
+
+class CredentialHandler(HetflowHandler):
+    @api("write")
+    async def put(self, name: str) -> None:
+        body = self.json_body()
+        self.reply({"credential": self.engine.credentials.put(name, body.get("kind", ""), body.get("fields", {}))})
+
+    @api("write")
+    async def delete(self, name: str) -> None:
+        self.engine.credentials.delete(name)
+        self.set_status(204)
+        self.finish()
+
+
+class EventsSocket(_Access, JupyterHandler, websocket.WebSocketHandler):
+    """Every state change and log line, as JSON messages, for the sidebar and waiting kernels."""
+
+    auth_resource = AUTH_RESOURCE
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        if not await self._prepare_kernel():
+            await super().prepare(_redirect_to_login=False)
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        await self.authorize("read")
+        result = super().get(*args, **kwargs)
+        if result is not None:
+            await result
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        # a kernel asks for small results inline (base64), saving a request per task
+        self._inline = self.kernel_authenticated() and self.get_argument("results", "") == "inline"
+        self._unsubscribe = self.engine.events.subscribe(self._send)
+
+    def _send(self, event: dict[str, Any]) -> None:
+        if "result" in event:
+            result = event["result"]
+            event = {k: v for k, v in event.items() if k != "result"}
+            if self._inline:
+                event["result_b64"] = base64.b64encode(result).decode()
+        try:
+            self.write_message(json.dumps(event))
+        except websocket.WebSocketClosedError:
+            self._unsubscribe()
+
+    def on_close(self) -> None:
+        unsubscribe = getattr(self, "_unsubscribe", None)
+        if unsubscribe:
+            unsubscribe()
+
+
+def route_table() -> list[tuple[str, type]]:
+    """Paths relative to the server's base_url; the extension app prefixes them."""
+    task = r"hetflow/api/tasks/([A-Za-z0-9_.\-\[\]]+)"
+    return [
+        (r"hetflow/api/engine", EngineHandler),
+        (r"hetflow/api/tasks", TasksHandler),
+        (task, TaskHandler),
+        (task + r"/(cancel|retry|rerun)", TaskActionHandler),
+        (task + r"/logs", TaskLogsHandler),
+        (task + r"/result", TaskResultHandler),
+        (r"hetflow/api/graph", GraphHandler),
+        (r"hetflow/api/executors", ExecutorsHandler),
+        (r"hetflow/api/executors/([A-Za-z0-9_.\-]+)/check", ExecutorCheckHandler),
+        (r"hetflow/api/credentials", CredentialsHandler),
+        (r"hetflow/api/credentials/([A-Za-z0-9_.\-]+)", CredentialHandler),
+        (r"hetflow/api/events", EventsSocket),
+    ]
