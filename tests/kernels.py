@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jupyter_client import BlockingKernelClient
 from jupyter_client.manager import start_new_kernel
 
 
@@ -64,28 +65,53 @@ class Execution:
 
 
 class Kernel:
-    """One kernel with its own Jupyter data and config dirs, so its hetflow store is its own."""
+    """A real kernel, driven over ZMQ with jupyter_client; hetflow is loaded on start."""
 
-    def __init__(self, root: Path, config: dict[str, Any] | None = None):
-        self.root = root
+    def __init__(self, root: Path, client: Any, shutdown: Any, manager: Any = None):
+        self.root, self.client, self._shutdown, self.manager = root, client, shutdown, manager
+        self.run("%load_ext hetflow").check()
+
+    @classmethod
+    def local(cls, root: Path, config: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Kernel:
+        """A kernel of our own, with its own Jupyter dirs (so an embedded engine with its own store), unless
+        `env` points it elsewhere (e.g. at a server's runtime dir)."""
         (root / "config").mkdir(parents=True, exist_ok=True)
         settings = {"Hetflow": {"retry_backoff": 0.05, **(config or {})}}
         (root / "config" / "jupyter_server_config.json").write_text(json.dumps(settings))
-        env = dict(
+        full_env = dict(
             os.environ,
             JUPYTER_DATA_DIR=str(root / "data"),
             JUPYTER_CONFIG_DIR=str(root / "config"),
             JUPYTER_RUNTIME_DIR=str(root / "runtime"),
+            **(env or {}),
         )
-        self.manager, self.client = start_new_kernel(kernel_name="python3", env=env, cwd=str(root))
-        self.run("%load_ext hetflow").check()
+        manager, client = start_new_kernel(kernel_name="python3", env=full_env, cwd=str(root))
+
+        def shutdown() -> None:
+            client.stop_channels()
+            manager.shutdown_kernel(now=True)
+
+        return cls(root, client, shutdown, manager)
+
+    @classmethod
+    def attach(cls, root: Path, connection_file: Path, shutdown: Any) -> Kernel:
+        """A kernel someone else started (a Jupyter server), reached through its connection file."""
+        client = BlockingKernelClient()
+        client.load_connection_file(str(connection_file))
+        client.start_channels()
+        client.wait_for_ready(timeout=60)
+        return cls(root, client, lambda: (client.stop_channels(), shutdown()))
 
     @property
     def store(self) -> Path:
         return self.root / "data" / "hetflow"
 
-    def start(self, code: str) -> tuple[str, Execution]:
-        return self.client.execute(code), Execution(code, time.monotonic())
+    def start(self, code: str, cell_id: str | None = None) -> tuple[str, Execution]:
+        """Send an execute_request, with the cell id in its metadata as JupyterLab sends it."""
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}, "allow_stdin": False}
+        msg = self.client.session.msg("execute_request", content, metadata={"cellId": cell_id} if cell_id else {})
+        self.client.shell_channel.send(msg)
+        return msg["header"]["msg_id"], Execution(code, time.monotonic())
 
     def collect(self, msg_id: str, execution: Execution, timeout: float = 60) -> Execution:
         deadline = time.monotonic() + timeout
@@ -105,8 +131,8 @@ class Kernel:
                 execution.outputs.append(Output(time.monotonic(), "reply", reply["content"]))
                 return execution
 
-    def run(self, code: str, timeout: float = 60) -> Execution:
-        msg_id, execution = self.start(code)
+    def run(self, code: str, timeout: float = 60, cell_id: str | None = None) -> Execution:
+        msg_id, execution = self.start(code, cell_id)
         return self.collect(msg_id, execution, timeout)
 
     def value(self, expression: str) -> Any:
@@ -118,5 +144,4 @@ class Kernel:
         return self.value("len(__import__('hetflow.client').client.get_client().tasks())")
 
     def shutdown(self) -> None:
-        self.client.stop_channels()
-        self.manager.shutdown_kernel(now=True)
+        self._shutdown()

@@ -10,6 +10,7 @@ import base64
 import functools
 import hmac
 import json
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -134,8 +135,18 @@ class TasksHandler(HetflowHandler):
             spec = TaskSpec(**json.loads(head))
         except (TypeError, json.JSONDecodeError) as err:
             raise SpecError(f"bad task spec: {err}") from None
+        spec.notebook = self._relative(spec.notebook)
         task, cached = await self.engine.submit(spec, payload)
         self.reply({"task": task.to_json(), "cached": cached}, 200 if cached else 201)
+
+    def _relative(self, notebook: str | None) -> str | None:
+        """Kernels know their notebook as an absolute path (JPY_SESSION_NAME); the UI wants it from the root."""
+        root = self.settings.get("server_root_dir")
+        if notebook and root and os.path.isabs(notebook):
+            relative = os.path.relpath(notebook, os.path.expanduser(root))
+            if not relative.startswith(".."):
+                return relative
+        return notebook
 
 
 class TaskHandler(HetflowHandler):
