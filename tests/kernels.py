@@ -78,13 +78,13 @@ class Kernel:
         (root / "config").mkdir(parents=True, exist_ok=True)
         settings = {"Hetflow": {"retry_backoff": 0.05, **(config or {})}}
         (root / "config" / "jupyter_server_config.json").write_text(json.dumps(settings))
-        full_env = dict(
-            os.environ,
-            JUPYTER_DATA_DIR=str(root / "data"),
-            JUPYTER_CONFIG_DIR=str(root / "config"),
-            JUPYTER_RUNTIME_DIR=str(root / "runtime"),
+        full_env = {
+            **os.environ,
+            "JUPYTER_DATA_DIR": str(root / "data"),
+            "JUPYTER_CONFIG_DIR": str(root / "config"),
+            "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
             **(env or {}),
-        )
+        }
         manager, client = start_new_kernel(kernel_name="python3", env=full_env, cwd=str(root))
 
         def shutdown() -> None:

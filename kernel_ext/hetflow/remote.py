@@ -74,7 +74,7 @@ class RemoteClient:
     def request(
         self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"
     ) -> tuple[int, Any, bytes]:
-        """One API call; on a refused connection or token, find the engine again and retry once."""
+        """One API call; on a dropped connection or a refused token, find the engine again and retry once."""
         for attempt in range(2):
             conn = self._http()
             target = urllib.parse.urlsplit(self.connection.url).path + path
@@ -86,12 +86,13 @@ class RemoteClient:
                 response = conn.getresponse()
                 data = response.read()
             except (OSError, http.client.HTTPException):
-                conn.close()
+                conn.close()  # a kept-alive connection to a server that went away: retry on a new one
                 self._local.conn = None
-                if attempt or not self._refresh():
+                if attempt:
                     raise EngineUnreachable(
                         f"the hetflow engine at {self.connection.url} does not answer; is the Jupyter server running?"
                     ) from None
+                self._refresh()
                 continue
             except BaseException:
                 conn.close()  # interrupted mid-request: the connection's state is unknown
@@ -100,7 +101,7 @@ class RemoteClient:
             if response.status == 403 and not attempt and self._refresh():
                 continue
             return response.status, response.headers, data
-        raise EngineUnreachable("unreachable")  # pragma: no cover - the loop returns or raises
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def call(self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json") -> Any:
         status, _, data = self.request(method, path, body, content_type)
