@@ -1,17 +1,22 @@
 """Overhead of a trivial `%%remote executor=local` cell, magic start to value in the namespace.
 
-Baseline, same run: a bare cloudpickle round trip of the same value through a warm worker process over a pipe,
-the least any out-of-process execution can cost. Run: `make bench` (or `.venv/bin/python benchmarks/overhead.py`).
+Two engines: embedded in the kernel, and in a Jupyter server (HTTP + WebSocket on loopback). Baseline, same run:
+a bare cloudpickle round trip through a warm worker process over a pipe, the least any out-of-process execution
+can cost. Each mode runs in a child process of its own (a kernel has one engine). Run: `make bench`.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import cloudpickle
 
@@ -36,8 +41,6 @@ while True:
 
 def baseline(rounds: int) -> list[float]:
     """Send a function and its argument to a warm process, get the value back."""
-    import struct
-
     header = struct.Struct(">Q")
     proc = subprocess.Popen([sys.executable, "-c", ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdin and proc.stdout
@@ -61,48 +64,85 @@ def baseline(rounds: int) -> list[float]:
     return times
 
 
-def hetflow_cell(rounds: int, cache: bool) -> list[float]:
+def measure_cells(rounds: int) -> dict[str, list[float]]:
+    """In this process: an IPython shell with hetflow, whatever engine it finds."""
     from IPython.core.interactiveshell import InteractiveShell
 
     shell = InteractiveShell.instance()
-    if "hetflow" not in shell.extension_manager.loaded:
-        shell.run_line_magic("load_ext", "hetflow")
-    line = "executor=local" + ("" if cache else " cache=false")
-    for _ in range(20):
-        shell.run_cell_magic("remote", line, "x = 1")
-    times = []
-    for _ in range(rounds):
-        shell.user_ns.pop("x", None)
-        start = time.perf_counter()
-        shell.run_cell_magic("remote", line, "x = 1")
-        times.append(time.perf_counter() - start)
-        assert shell.user_ns["x"] == 1
-    return times
+    shell.run_line_magic("load_ext", "hetflow")
+    found: dict[str, list[float]] = {}
+    for label, line in (("run", "executor=local cache=false"), ("hit", "executor=local")):
+        for _ in range(20):
+            shell.run_cell_magic("remote", line, "x = 1")
+        times = []
+        for _ in range(rounds):
+            shell.user_ns.pop("x", None)
+            start = time.perf_counter()
+            shell.run_cell_magic("remote", line, "x = 1")
+            times.append(time.perf_counter() - start)
+            assert shell.user_ns["x"] == 1
+        found[label] = times
+    from hetflow.client import get_client
+
+    found["mode"] = get_client().describe()  # type: ignore[assignment]
+    return found
 
 
-def ms(values: list[float], q: float = 0.5) -> float:
-    return (
-        statistics.quantiles(values, n=100)[int(q * 100) - 1] * 1000 if q != 0.5 else statistics.median(values) * 1000
-    )
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def in_child(env: dict[str, str]) -> dict[str, list[float]]:
+    out = subprocess.run([sys.executable, __file__, "--cells"], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as root:
-        os.environ["JUPYTER_DATA_DIR"] = os.path.join(root, "data")
-        os.environ["JUPYTER_CONFIG_DIR"] = os.path.join(root, "config")
+        dirs = {name: os.path.join(root, name) for name in ("data", "config", "runtime")}
+        env = {**os.environ, **{f"JUPYTER_{k.upper()}_DIR": v for k, v in dirs.items()}}
         base = baseline(ROUNDS)
-        run = hetflow_cell(ROUNDS, cache=False)
-        hit = hetflow_cell(ROUNDS, cache=True)
+        embedded = in_child(env)
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "jupyter-server"),
+                "--ServerApp.ip=127.0.0.1",
+                f"--ServerApp.port={free_port()}",
+                "--ServerApp.allow_root=True",
+                "--ServerApp.open_browser=False",
+                f"--ServerApp.root_dir={root}",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            while not Path(dirs["runtime"], f"hetflow-{server.pid}.json").exists():
+                time.sleep(0.1)
+            served = in_child(env)
+        finally:
+            server.terminate()
+            server.wait()
+
+    def ms(values: list[float], q: float = 0.5) -> float:
+        return (statistics.median(values) if q == 0.5 else statistics.quantiles(values, n=10)[8]) * 1000
+
     print(f"trivial cell `x = 1`, {ROUNDS} rounds each, {os.cpu_count()} cores")
-    print(f"{'':38} {'median':>9} {'p90':>9}")
-    print(f"{'bare cloudpickle round trip (baseline)':38} {ms(base):8.3f}ms {ms(base, 0.9):8.3f}ms")
-    print(f"{'%%remote executor=local cache=false':38} {ms(run):8.3f}ms {ms(run, 0.9):8.3f}ms")
-    print(f"{'%%remote executor=local (cache hit)':38} {ms(hit):8.3f}ms {ms(hit, 0.9):8.3f}ms")
-    print(
-        f"ratio hetflow/baseline (median): {ms(run) / ms(base):.2f}x; target: median <= 3 ms -> "
-        f"{'met' if ms(run) <= 3 else 'NOT met'}"
-    )
+    print(f"{'':44} {'median':>9} {'p90':>9} {'ratio':>7}")
+    rows = [("bare cloudpickle round trip (baseline)", base)]
+    for label, result in (("embedded", embedded), ("server", served)):
+        rows += [(f"{label}: %%remote cache=false", result["run"]), (f"{label}: %%remote (cache hit)", result["hit"])]
+    for name, values in rows:
+        print(f"{name:44} {ms(values):8.3f}ms {ms(values, 0.9):8.3f}ms {ms(values) / ms(base):6.1f}x")
+    for label, result in (("embedded", embedded), ("server", served)):
+        verdict = "met" if ms(result["run"]) <= 3 else "NOT met"
+        print(f"{label} engine ({result['mode']}): median {ms(result['run']):.2f} ms, target <= 3 ms {verdict}")
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--cells"]:
+        print(json.dumps(measure_cells(ROUNDS)))
+    else:
+        main()
