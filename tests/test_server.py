@@ -87,6 +87,8 @@ def test_api_actions_cancel_rerun_and_retry(server: JupyterServer) -> None:
         assert status == 400 and "only a failed or cancelled task" in json.loads(body)["message"]
         status, _, body = server.request("GET", "hetflow/api/tasks/nosuchtask")
         assert status == 404
+        status, _, body = server.request("GET", "hetflow/api/tasks?state=bogus")
+        assert status == 400 and "bogus" in json.loads(body)["message"]
         assert server.json("POST", "hetflow/api/executors/local/check")["healthy"] is True
     finally:
         kernel.shutdown()

@@ -78,6 +78,8 @@ def api(action: str) -> Callable[[Callable[..., Awaitable[None]]], Callable[...,
                 await method(self, *args)
             except SpecError as err:
                 self.reply({"message": str(err)}, 404 if str(err).startswith("no ") else 400)
+            except ValueError as err:  # a malformed query argument
+                self.reply({"message": str(err)}, 400)
             except StoreError as err:
                 self.reply({"message": str(err)}, 500)
 

@@ -121,6 +121,9 @@ class Scheduler:
         elif task.state is State.RUNNING:
             self.store.add_event(task, "the engine restarted; re-attaching")
             await executor.reattach(task.id, task.handle or {})
+            if task.timeout and task.started:
+                remaining = max(0.0, task.timeout - (time.time() - task.started))
+                self.later(task.id, remaining, lambda: self._expire(task))
         else:
             if task.state is State.QUEUED:
                 task.attempts -= 1  # it never started
