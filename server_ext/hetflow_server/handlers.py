@@ -89,6 +89,13 @@ def api(action: str) -> Callable[[Callable[..., Awaitable[None]]], Callable[...,
     return decorate
 
 
+def _count(text: str, name: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise SpecError(f"{name} must be 0 or more")
+    return value
+
+
 class HetflowHandler(_Access, APIHandler):
     auth_resource = AUTH_RESOURCE
 
@@ -123,7 +130,7 @@ class TasksHandler(HetflowHandler):
     @api("read")
     async def get(self) -> None:
         states = [State(s) for s in self.get_argument("state", "").split(",") if s] or None
-        limit = int(self.get_argument("limit", "0")) or None
+        limit = _count(self.get_argument("limit", "0"), "limit") or None
         tasks = self.engine.tasks(notebook=self.get_argument("notebook", None), states=states, limit=limit)
         self.reply({"tasks": [t.to_json() for t in tasks]})
 
@@ -169,9 +176,9 @@ class TaskActionHandler(HetflowHandler):
 class TaskLogsHandler(HetflowHandler):
     @api("read")
     async def get(self, ref: str) -> None:
-        offset = int(self.get_argument("offset", "0"))
+        offset = _count(self.get_argument("offset", "0"), "offset")
         limit = self.get_argument("limit", None)
-        data = self.engine.logs(ref, offset, None if limit is None else int(limit))
+        data = self.engine.logs(ref, offset, None if limit is None else _count(limit, "limit"))
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.set_header("X-Hetflow-Next-Offset", str(offset + len(data)))
         self.finish(data)
@@ -201,10 +208,10 @@ class ExecutorsHandler(HetflowHandler):
 class ExecutorCheckHandler(HetflowHandler):
     @api("read")
     async def post(self, name: str) -> None:
-        executors = self.engine.describe_executors()
-        if name not in executors:
+        executor = self.engine.executors.get(name)
+        if executor is None:
             raise SpecError(f"no executor is named {name!r}")
-        self.reply({"name": name, **executors[name]})
+        self.reply({"name": name, **(await executor.check())})
 
 
 class CredentialsHandler(HetflowHandler):

@@ -77,5 +77,9 @@ class Executor(HasTraits):
         """Kind, settings and health, for `%remote executors` and the API; never a secret."""
         raise NotImplementedError
 
+    async def check(self) -> dict[str, Any]:
+        """A health check on demand (kinds that reach remote systems try a round trip here)."""
+        return self.describe()
+
     async def close(self) -> None:
         """Release workers and connections."""
