@@ -8,6 +8,7 @@ import os
 import re
 
 import pytest
+
 from hetflow_server.handlers import route_table
 from servers import JupyterServer
 

@@ -4,6 +4,7 @@ import math
 import textwrap
 
 import pytest
+
 from hetflow import capture
 
 

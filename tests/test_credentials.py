@@ -8,10 +8,11 @@ import sqlite3
 import threading
 import time
 
-from hetflow_server.handlers import route_table
-from servers import JupyterServer
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
+
+from hetflow_server.handlers import route_table
+from servers import JupyterServer
 
 SECRET = "s3cr3t-Value-" + "9f8e7d6c5b4a"
 

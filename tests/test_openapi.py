@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
-from hetflow_server.handlers import TaskActionHandler, route_table
 from openapi_spec_validator import validate
+
+from hetflow_server.handlers import TaskActionHandler, route_table
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 METHODS = ("get", "post", "put", "delete", "patch", "head", "options")

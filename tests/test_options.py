@@ -1,6 +1,7 @@
 """`%%remote key=value` options: `hetflow.options` and the typed option table of `hetflow_server.models`."""
 
 import pytest
+
 from hetflow.options import help_text, parse_line
 from hetflow_server.models import COMMON_OPTIONS, Option, SpecError, parse_seconds, read_executor_options
 

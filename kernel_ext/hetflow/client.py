@@ -8,9 +8,10 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
+from jupyter_core.paths import jupyter_runtime_dir
+
 from hetflow_server.models import Task, TaskSpec
 from hetflow_server.settings import Hetflow, load_config
-from jupyter_core.paths import jupyter_runtime_dir
 
 from .remote import Connection, RemoteClient
 from .watch import Watch

@@ -10,10 +10,11 @@ from typing import Any
 
 import cloudpickle
 import IPython
-from hetflow_server.models import SpecError, State, Task, TaskSpec
-from hetflow_server.store import StoreError, sha256
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from hetflow_server.models import SpecError, State, Task, TaskSpec
+from hetflow_server.store import StoreError, sha256
 
 from . import capture, display
 from .client import get_client

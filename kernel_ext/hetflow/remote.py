@@ -18,11 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
+
 from hetflow_server.handlers import TASK_MEDIA_TYPE
 from hetflow_server.models import SpecError, Task, TaskSpec
 from hetflow_server.store import StoreError
-from tornado.httpclient import HTTPRequest
-from tornado.websocket import websocket_connect
 
 from .watch import Watch
 

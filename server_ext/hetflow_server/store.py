@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import fields
+from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,15 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_task ON events (task_id, seq);
 """
+
+
+def _sql_default(field: Field[Any]) -> str:
+    if field.default_factory is not MISSING:  # type: ignore[misc]
+        return "'" + json.dumps(field.default_factory()).replace("'", "''") + "'"  # type: ignore[misc]
+    value = None if field.default is MISSING else field.default
+    if value is None:
+        return "NULL"
+    return repr(value) if isinstance(value, (int, float)) else "'" + str(value).replace("'", "''") + "'"
 
 
 class StoreError(RuntimeError):
@@ -62,6 +72,14 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """A store written by an older hetflow gains the newer task fields, with their defaults."""
+        present = {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}
+        for field in fields(Task):
+            if field.name not in present:
+                self.db.execute(f"ALTER TABLE tasks ADD COLUMN {field.name} DEFAULT {_sql_default(field)}")
 
     # ------------------------------------------------------------------------------------ ownership
 

@@ -1,0 +1,44 @@
+"""The store: content-addressed blobs checked on read, one engine at a time, older stores upgraded in place."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from hetflow_server.models import State, Task
+from hetflow_server.store import Store, StoreError, StoreLocked
+
+
+def test_a_blob_that_no_longer_matches_its_hash_is_refused(tmp_path) -> None:
+    store = Store(tmp_path)
+    digest = store.put_blob(b"result bytes")
+    assert store.get_blob(digest) == b"result bytes"
+    store.blob_path(digest).write_bytes(b"tampered")
+    with pytest.raises(StoreError, match="does not match its hash"):
+        store.get_blob(digest)
+
+
+def test_a_second_engine_cannot_take_a_store_in_use(tmp_path) -> None:
+    first = Store(tmp_path)
+    first.acquire()
+    with pytest.raises(StoreLocked, match=r"in use by pid \d+"):
+        Store(tmp_path).acquire()
+    first.close()
+    Store(tmp_path).acquire()
+
+
+def test_a_store_from_an_older_version_gains_new_columns_and_keeps_its_tasks(tmp_path) -> None:
+    with sqlite3.connect(tmp_path / "hetflow.db") as db:
+        db.execute(
+            "CREATE TABLE tasks (id TEXT PRIMARY KEY, name, state, executor, options, code, inputs, outputs, "
+            "notebook, cell_id, retries, timeout, attempts, cache_key, payload_hash, result_hash, error, handle, "
+            "created, started, finished)"
+        )
+        db.execute(
+            "INSERT INTO tasks VALUES ('old1', 'fit', 'completed', 'local', '{}', 'x = 1', '{}', '[\"x\"]', NULL, "
+            "NULL, 0, NULL, 1, 'key', 'p', 'r', NULL, NULL, 1.0, 1.0, 2.0)"
+        )
+    task = Store(tmp_path).get_task("old1")
+    assert isinstance(task, Task)
+    assert task.state is State.COMPLETED and task.deps == [] and task.restarts == 0 and task.outputs == ["x"]
