@@ -67,8 +67,8 @@ class Execution:
 class Kernel:
     """A real kernel, driven over ZMQ with jupyter_client; hetflow is loaded on start."""
 
-    def __init__(self, root: Path, client: Any, shutdown: Any, manager: Any = None):
-        self.root, self.client, self._shutdown, self.manager = root, client, shutdown, manager
+    def __init__(self, root: Path, client: Any, shutdown: Any, interrupt: Any):
+        self.root, self.client, self._shutdown, self.interrupt = root, client, shutdown, interrupt
         self.run("%load_ext hetflow").check()
 
     @classmethod
@@ -91,16 +91,16 @@ class Kernel:
             client.stop_channels()
             manager.shutdown_kernel(now=True)
 
-        return cls(root, client, shutdown, manager)
+        return cls(root, client, shutdown, manager.interrupt_kernel)
 
     @classmethod
-    def attach(cls, root: Path, connection_file: Path, shutdown: Any) -> Kernel:
+    def attach(cls, root: Path, connection_file: Path, shutdown: Any, interrupt: Any) -> Kernel:
         """A kernel someone else started (a Jupyter server), reached through its connection file."""
         client = BlockingKernelClient()
         client.load_connection_file(str(connection_file))
         client.start_channels()
         client.wait_for_ready(timeout=60)
-        return cls(root, client, lambda: (client.stop_channels(), shutdown()))
+        return cls(root, client, lambda: (client.stop_channels(), shutdown()), interrupt)
 
     @property
     def store(self) -> Path:

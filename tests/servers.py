@@ -24,7 +24,9 @@ def free_port() -> int:
 
 
 class JupyterServer:
-    def __init__(self, root: Path, base_url: str = "/", hetflow: dict[str, Any] | None = None):
+    def __init__(
+        self, root: Path, base_url: str = "/", hetflow: dict[str, Any] | None = None, env: dict[str, str] | None = None
+    ):
         self.root, self.base_url = root, base_url
         self.port = free_port()
         self.token = secrets.token_hex(16)
@@ -37,6 +39,7 @@ class JupyterServer:
             JUPYTER_DATA_DIR=str(root / "data"),
             JUPYTER_CONFIG_DIR=str(root / "config"),
             JUPYTER_RUNTIME_DIR=str(self.runtime),
+            **(env or {}),
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
@@ -119,6 +122,7 @@ class JupyterServer:
             self.root,
             self.runtime / f"kernel-{kernel_id}.json",
             lambda: self.request("DELETE", f"api/sessions/{session['id']}"),
+            lambda: self.request("POST", f"api/kernels/{kernel_id}/interrupt"),
         )
 
     def outside_kernel(self, root: Path) -> Kernel:

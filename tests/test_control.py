@@ -23,7 +23,7 @@ def test_interrupt_detaches_and_cancel_stops_the_task(kernel: Kernel) -> None:
         f"%%remote name=long\nimport time\ntime.sleep(3)\nopen({str(marker)!r}, 'w').write('done')\n"
     )
     time.sleep(1.0)
-    kernel.manager.interrupt_kernel()
+    kernel.interrupt()
     out = kernel.collect(msg_id, execution)
     assert not out.ok
     assert "keeps running" in out.traceback and "%remote cancel long" in out.traceback
@@ -39,7 +39,7 @@ def test_interrupt_detaches_and_cancel_stops_the_task(kernel: Kernel) -> None:
 def test_interrupted_task_result_can_be_fetched_when_done(kernel: Kernel) -> None:
     msg_id, execution = kernel.start("%%remote name=detached\nimport time\ntime.sleep(1.5)\nlate = 'value'\n")
     time.sleep(0.5)
-    kernel.manager.interrupt_kernel()
+    kernel.interrupt()
     assert not kernel.collect(msg_id, execution).ok
     early = kernel.run("%remote result detached")
     assert "is running" in early.stderr

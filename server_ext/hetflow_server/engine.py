@@ -57,7 +57,8 @@ class Engine:
             if "kind" not in config:
                 raise SpecError(f"executor {name!r} has no 'kind' in c.Hetflow.executors")
             kind = executor_class(config["kind"])
-            self.executors[name] = kind(name, self._scheduler, store.root / "spool" / name, **config)
+            spool = store.root / "spool" / name
+            self.executors[name] = kind(name, self._scheduler, spool, credentials=self._credentials.get, **config)
         for executor in self.executors.values():
             await executor.start()
         for task in reversed(store.find_tasks(states=UNFINISHED)):  # oldest first

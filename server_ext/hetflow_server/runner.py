@@ -5,6 +5,8 @@ back. The runner executes the code in a fresh `__main__` namespace with stdout/s
 with a result pickle (outputs, trailing value, deleted names) or an error description that needs no unpickling.
 
     python -m hetflow_server.runner serve CMD_FD EVENT_FD SPOOL   # a warm worker fed tasks over a pipe
+    python runner.py run DIR                                      # one task from DIR/task.payload (remote)
+    python runner.py versions                                     # "PY_MAJOR.PY_MINOR CLOUDPICKLE_VERSION"
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import ast
 import builtins
 import io
+import json
 import linecache
 import os
 import pickle
@@ -203,17 +206,10 @@ def _write_atomically(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def run_in_spool(channel: Channel, task_id: str, payload: bytes, spool: str) -> None:
-    """Run one task. Its outcome is always left in the spool (`TASK.result`, `TASK.done`) before it is sent, so
-    that an engine that died meanwhile finds it on restart; its output goes to `TASK.log` only while no engine
-    listens."""
-    base = os.path.join(spool, task_id)
-
-    def emit(stream: str, text: str) -> None:
-        if not channel.send({"op": "log", "task": task_id, "stream": stream, "text": text}):
-            with open(base + ".log", "a", encoding="utf-8", errors="replace") as log:
-                log.write(text)
-
+def run_to_files(payload: bytes, base: str, emit: Callable[[str, str], None]) -> dict | None:
+    """Run one task, its output handed to `emit` in batches; leave the outcome as `BASE.result` (the result
+    pickle) and `BASE.done` (JSON {"error": ...}: the engine never unpickles what a remote side says), written
+    atomically, the done file last."""
     lock = threading.Lock()
     tees = [Tee("stdout", emit, lock), Tee("stderr", emit, lock)]
     stop = threading.Event()
@@ -232,8 +228,38 @@ def run_in_spool(channel: Channel, task_id: str, payload: bytes, spool: str) -> 
         tee.flush()
     if result is not None:
         _write_atomically(base + ".result", result)
-    _write_atomically(base + ".done", pickle.dumps({"error": error}, protocol=5))
+    _write_atomically(base + ".done", json.dumps({"error": error}).encode())
+    return error
+
+
+def append_to(path: str) -> Callable[[str, str], None]:
+    def emit(stream: str, text: str) -> None:
+        with open(path, "a", encoding="utf-8", errors="replace") as log:
+            log.write(text)
+
+    return emit
+
+
+def run_in_spool(channel: Channel, task_id: str, payload: bytes, spool: str) -> None:
+    """A warm worker's task: output goes to the engine, or to `TASK.log` once no engine listens; the outcome is
+    always left in the spool before it is sent, so that an engine that died meanwhile finds it on restart."""
+    base = os.path.join(spool, task_id)
+    to_file = append_to(base + ".log")
+
+    def emit(stream: str, text: str) -> None:
+        if not channel.send({"op": "log", "task": task_id, "stream": stream, "text": text}):
+            to_file(stream, text)
+
+    error = run_to_files(payload, base, emit)
     channel.send({"op": "done", "task": task_id, "error": error})
+
+
+def run_directory(directory: str) -> None:
+    """A task shipped to another machine: `DIR/task.payload` in; `DIR/task.log`, `.result`, `.done` out."""
+    base = os.path.join(directory, "task")
+    with open(base + ".payload", "rb") as fh:
+        payload = fh.read()
+    run_to_files(payload, base, append_to(base + ".log"))
 
 
 def serve(cmd_fd: int, event_fd: int, spool: str) -> None:
@@ -252,6 +278,12 @@ def serve(cmd_fd: int, event_fd: int, spool: str) -> None:
 def main(argv: list[str]) -> int:
     if len(argv) == 4 and argv[0] == "serve":
         serve(int(argv[1]), int(argv[2]), argv[3])
+        return 0
+    if len(argv) == 2 and argv[0] == "run":
+        run_directory(argv[1])
+        return 0
+    if argv == ["versions"]:
+        print(f"{sys.version_info[0]}.{sys.version_info[1]} {cloudpickle_version()}")
         return 0
     print(__doc__, file=sys.stderr)
     return 2

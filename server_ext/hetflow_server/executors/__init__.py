@@ -9,6 +9,8 @@ from .base import Executor, Job, Reporter
 
 KINDS = {
     "local": "hetflow_server.executors.local:LocalExecutor",
+    "ssh": "hetflow_server.executors.ssh:SSHExecutor",
+    "slurm": "hetflow_server.executors.slurm:SlurmExecutor",
 }
 
 

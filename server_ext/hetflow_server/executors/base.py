@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -34,6 +35,10 @@ class Reporter(Protocol):
         """The task's process is gone without an outcome (it died with a previous engine)."""
 
 
+def _no_credentials(name: str) -> dict[str, Any]:
+    raise SpecError(f"no credential store: cannot look up {name!r}")
+
+
 class Executor(HasTraits):
     """A configured backend. Submission takes a batch so that kinds which can pack tasks do so.
 
@@ -45,7 +50,14 @@ class Executor(HasTraits):
     options: ClassVar[dict[str, Option]] = {}
     name = Unicode()
 
-    def __init__(self, name: str, reporter: Reporter, spool: Path, **settings: Any):
+    def __init__(
+        self,
+        name: str,
+        reporter: Reporter,
+        spool: Path,
+        credentials: Callable[[str], dict[str, Any]] | None = None,
+        **settings: Any,
+    ):
         unknown = sorted(set(settings) - set(self.trait_names()) - {"kind"})
         if unknown:
             raise SpecError(
@@ -55,6 +67,7 @@ class Executor(HasTraits):
         settings.pop("kind", None)
         super().__init__(name=name, **settings)
         self.reporter = reporter
+        self.credentials = credentials or _no_credentials
         self.spool = spool  # this executor's own directory for files in flight
         spool.mkdir(parents=True, exist_ok=True, mode=0o700)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import os
 import pickle
 import signal
@@ -200,7 +201,7 @@ class LocalExecutor(Executor):
             done = base.with_suffix(".done")
             if done.exists():
                 del self._orphans[task_id]
-                self.collect(task_id, pickle.loads(done.read_bytes())["error"])
+                self.collect(task_id, json.loads(done.read_bytes())["error"])
                 return
             if not (pid and _is_worker(pid)):
                 del self._orphans[task_id]

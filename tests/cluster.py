@@ -1,0 +1,66 @@
+"""The real Slurm cluster and sshd that `scripts/services.sh up` starts; tests that need them use `services()`."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+STATE = Path(os.environ.get("HETFLOW_SERVICES", "/tmp/hetflow-services"))
+
+
+def services() -> dict[str, str]:
+    """The services' settings from their env.sh; skip (or, in CI, fail) when they are not running."""
+    env_file = STATE / "env.sh"
+    found: dict[str, str] = {}
+    if env_file.exists():
+        for line in env_file.read_text().splitlines():
+            line = line.strip().removeprefix("export ")
+            if "=" in line and not line.startswith("#"):
+                key, _, value = line.partition("=")
+                found[key] = shlex.split(value)[0] if value else ""
+    problem = None
+    if not found:
+        problem = f"no {env_file}: run `bash scripts/services.sh up` (as root) to start Slurm and sshd"
+    else:
+        answer = subprocess.run(
+            ["sinfo", "-h", "-o", "%t"],
+            env={**os.environ, "SLURM_CONF": found["SLURM_CONF"]},
+            capture_output=True,
+            text=True,
+        )
+        if answer.returncode or (
+            "idle" not in answer.stdout and "mix" not in answer.stdout and "alloc" not in answer.stdout
+        ):
+            problem = f"the Slurm cluster does not answer (sinfo: {answer.stderr.strip() or answer.stdout.strip()})"
+    if problem:
+        if os.environ.get("HETFLOW_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"HETFLOW_REQUIRE_SERVICES=1 but {problem}")
+        pytest.skip(problem)
+    return found
+
+
+def ssh(cluster: dict[str, str], command: str) -> str:
+    """Run a command on the cluster as the test user, with the system's ssh client."""
+    return subprocess.run(
+        [
+            "ssh",
+            "-i",
+            cluster["HETFLOW_SSH_KEY"],
+            "-p",
+            cluster["HETFLOW_SSH_PORT"],
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={cluster['HETFLOW_SSH_KNOWN_HOSTS']}",
+            f"{cluster['HETFLOW_SSH_USER']}@{cluster['HETFLOW_SSH_HOST']}",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout

@@ -1,0 +1,250 @@
+"""Slurm and SSH executors against the real cluster and sshd of `scripts/services.sh`, as the non-root user."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cluster import STATE, services, ssh
+
+from kernels import Kernel
+from servers import JupyterServer
+
+TICKS = "import time\nfor i in range(4):\n    print('tick', i, flush=True)\n    time.sleep(0.5)\n"
+
+
+def executors(cluster: dict[str, str], root: Path) -> dict[str, dict]:
+    over_ssh = {
+        "host": cluster["HETFLOW_SSH_HOST"],
+        "port": int(cluster["HETFLOW_SSH_PORT"]),
+        "user": cluster["HETFLOW_SSH_USER"],
+        "credential": "cluster-key",
+        "known_hosts": cluster["HETFLOW_SSH_KNOWN_HOSTS"],
+        "python": cluster["HETFLOW_REMOTE_PYTHON"],
+        "remote_root": "~/.hetflow-tests",
+        "poll_interval": 0.1,
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    empty_known_hosts = root / "empty_known_hosts"
+    empty_known_hosts.write_text("")
+    return {
+        "local": {"kind": "local"},
+        "slurm": {"kind": "slurm", **over_ssh},
+        "ssh": {"kind": "ssh", **over_ssh},
+        "slurm-login": {
+            "kind": "slurm",
+            "host": "localhost",
+            "python": sys.executable,
+            "remote_root": str(root / "login-node"),
+            "poll_interval": 0.1,
+        },
+        "slurm-unknown-host": {"kind": "slurm", **over_ssh, "known_hosts": str(empty_known_hosts)},
+        "slurm-wrong-key": {"kind": "slurm", **over_ssh, "credential": "other-key"},
+        "slurm-old-python": {"kind": "slurm", **over_ssh, "python": "/usr/bin/python3"},
+    }
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, str]]:
+    """The cluster, with no job left over from an earlier run (jobs outlive the engines that submit them)."""
+    found = services()
+    ssh(found, "scancel -u $USER; true")
+    yield found
+    ssh(found, "scancel -u $USER; true")
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory both root (the tests) and the test user (the jobs) can write."""
+    path = tmp_path_factory.mktemp("shared")
+    os.chmod(path, 0o777)
+    for parent in path.parents:
+        if str(parent).startswith("/tmp/"):
+            os.chmod(parent, os.stat(parent).st_mode | 0o005)
+    return path
+
+
+def start_server(root: Path, cluster: dict[str, str]) -> JupyterServer:
+    server = JupyterServer(
+        root, hetflow={"executors": executors(cluster, root)}, env={"SLURM_CONF": cluster["SLURM_CONF"]}
+    )
+    key = Path(cluster["HETFLOW_SSH_KEY"]).read_text()
+    server.json("PUT", "hetflow/api/credentials/cluster-key", {"kind": "ssh-key", "fields": {"private_key": key}})
+    other = root / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    server.json(
+        "PUT", "hetflow/api/credentials/other-key", {"kind": "ssh-key", "fields": {"private_key": other.read_text()}}
+    )
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, cluster: dict[str, str]) -> Iterator[JupyterServer]:
+    s = start_server(tmp_path_factory.mktemp("slurm-server"), cluster)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def kernel(server: JupyterServer) -> Iterator[Kernel]:
+    k = server.notebook_kernel("cluster.ipynb")
+    yield k
+    k.shutdown()
+
+
+def running_task(server: JupyterServer, name: str, timeout: float = 30) -> dict:
+    """The task once it runs (it may not exist yet when the cell was only just sent)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, _, data = server.request("GET", f"hetflow/api/tasks/{name}")
+        if status == 200 and json.loads(data)["task"]["state"] == "running":
+            return json.loads(data)["task"]
+        time.sleep(0.1)
+    raise AssertionError(f"task {name} did not start")
+
+
+def squeue(cluster: dict[str, str]) -> str:
+    return ssh(cluster, "squeue -h -o '%i %j %T'")
+
+
+def assert_streamed(out) -> None:
+    ticks = [o.time for o in out.outputs if o.msg_type == "stream" and "tick" in o.content["text"]]
+    assert ticks and out.outputs[-1].time - ticks[0] > 0.8, "log lines arrived only at the end"
+    assert "tick 0" in out.stdout and "tick 3" in out.stdout
+
+
+def test_slurm_cell_over_ssh_returns_its_value_and_streams_its_log(kernel: Kernel, cluster: dict[str, str]) -> None:
+    kernel.run("offset = 40").check()
+    out = kernel.run(
+        f"%%remote executor=slurm partition=debug time=00:05:00 cpus_per_task=1 cache=false\n{TICKS}"
+        "import getpass, os\nwho = getpass.getuser()\njob = os.environ['SLURM_JOB_ID']\nanswer = offset + 2\n"
+    ).check()
+    assert_streamed(out)
+    assert kernel.value("[who, answer]") == [cluster["HETFLOW_SSH_USER"], 42]
+    assert kernel.value("job").isdigit()
+
+
+def test_ssh_executor_runs_the_cell_on_the_host(kernel: Kernel, cluster: dict[str, str]) -> None:
+    out = kernel.run(f"%%remote executor=ssh cache=false\n{TICKS}import getpass\nsshwho = getpass.getuser()\n").check()
+    assert_streamed(out)
+    assert kernel.value("sshwho") == cluster["HETFLOW_SSH_USER"]
+
+
+def test_remote_exception_shows_the_cells_line_numbers(kernel: Kernel) -> None:
+    out = kernel.run("%%remote executor=slurm cache=false\nvalues = {}\nmissing = values['key']\n")
+    assert not out.ok
+    assert "KeyError: 'key'" in out.traceback and ", line 3, in <module>" in out.traceback
+    assert "missing = values['key']" in out.traceback
+
+
+def test_a_bad_partition_fails_with_slurms_own_message(kernel: Kernel) -> None:
+    out = kernel.run("%%remote executor=slurm partition=nosuchpartition cache=false\nx = 1\n")
+    assert not out.ok
+    assert "sbatch refused the job" in out.traceback and "invalid partition" in out.traceback.lower()
+
+
+def test_bad_slurm_option_values_are_refused_before_submission(kernel: Kernel) -> None:
+    out = kernel.run("%%remote executor=slurm time=soon\nx = 1\n")
+    assert "time=soon: Slurm's time format" in out.stderr
+    out = kernel.run("%%remote executor=slurm colour=blue\nx = 1\n")
+    assert "unknown option 'colour' for a slurm executor" in out.stderr
+
+
+def test_cancel_from_the_kernel_leaves_no_job_in_squeue(kernel: Kernel, server: JupyterServer, cluster) -> None:
+    msg_id, execution = kernel.start("%%remote executor=slurm name=doomed cache=false\nimport time\ntime.sleep(120)\n")
+    job_id = running_task(server, "doomed")["handle"]["job_id"]
+    assert job_id in squeue(cluster)
+    kernel.interrupt()
+    kernel.collect(msg_id, execution)
+    assert "is cancelled" in kernel.run("%remote cancel doomed").check().stdout
+    deadline = time.monotonic() + 20
+    while job_id in squeue(cluster):
+        assert time.monotonic() < deadline, squeue(cluster)
+        time.sleep(0.2)
+
+
+def test_a_job_killed_by_slurm_fails_with_the_reason_and_is_retried(
+    kernel: Kernel, server: JupyterServer, cluster
+) -> None:
+    marker = f"/tmp/hetflow-killed-{os.getpid()}"
+    cell = (
+        "%%remote executor=slurm name=killed retries=1 cache=false\nimport os, time\n"
+        f"first = not os.path.exists({marker!r})\nopen({marker!r}, 'a').write('x')\n"
+        "if first:\n    time.sleep(120)\nsurvived = 'second attempt'\n"
+    )
+    msg_id, execution = kernel.start(cell)
+    task = running_task(server, "killed")
+    ssh(cluster, f"scancel {task['handle']['job_id']}")
+    out = kernel.collect(msg_id, execution, timeout=120).check()
+    assert kernel.value("survived") == "second attempt"
+    history = server.json("GET", "hetflow/api/tasks/killed")["events"]
+    assert any("ended as CANCELLED" in (e["message"] or "") for e in history), history
+    assert out.ok
+    ssh(cluster, f"rm -f {marker}")
+
+
+def test_login_node_mode_runs_slurm_commands_locally(kernel: Kernel) -> None:
+    kernel.run("%%remote executor=slurm-login cache=false\nimport getpass\nlocalwho = getpass.getuser()\n").check()
+    assert kernel.value("localwho") == "root"
+
+
+def test_an_unknown_host_key_is_refused(kernel: Kernel) -> None:
+    out = kernel.run("%%remote executor=slurm-unknown-host cache=false\nx = 1\n")
+    assert "host key of 127.0.0.1" in out.traceback and "is unknown" in out.traceback
+
+
+def test_a_refused_key_is_a_clear_error(kernel: Kernel) -> None:
+    out = kernel.run("%%remote executor=slurm-wrong-key cache=false\nx = 1\n")
+    assert "refused our authentication" in out.traceback
+
+
+def test_a_remote_python_without_matching_cloudpickle_is_reported(kernel: Kernel) -> None:
+    out = kernel.run("%%remote executor=slurm-old-python cache=false\nx = 1\n")
+    assert "does not match the engine" in out.traceback and "cloudpickle missing there" in out.traceback
+
+
+def test_sshd_restarted_mid_run_the_task_still_completes(kernel: Kernel, server: JupyterServer) -> None:
+    msg_id, execution = kernel.start(f"%%remote executor=slurm name=through cache=false\n{TICKS}through = 'ok'\n")
+    time.sleep(1.0)
+    subprocess.run(
+        ["bash", str(Path(__file__).parent.parent / "scripts" / "services.sh"), "restart-sshd"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "HETFLOW_SERVICES": str(STATE)},
+    )
+    kernel.collect(msg_id, execution, timeout=90).check()
+    assert kernel.value("through") == "ok"
+
+
+def test_engine_killed_mid_job_reattaches_and_the_job_ran_once(
+    tmp_path: Path, cluster: dict[str, str], shared: Path
+) -> None:
+    server = start_server(tmp_path / "server", cluster)
+    outside = server.outside_kernel(tmp_path / "kernel")
+    runs = shared / "runs.txt"
+    try:
+        running = outside.start(
+            f"%%remote executor=slurm name=survivor cache=false\nopen({str(runs)!r}, 'a').write('run\\n')\n"
+            f"{TICKS}survivor = 'done'\n"
+        )
+        deadline = time.monotonic() + 30
+        while not runs.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        server.kill()
+        time.sleep(0.5)
+        server.start()
+        outside.collect(*running, timeout=90).check()
+        assert outside.value("survivor") == "done"
+        assert runs.read_text() == "run\n", "the job ran more than once"
+        history = server.json("GET", "hetflow/api/tasks/survivor")["events"]
+        assert any("re-attaching" in (e["message"] or "") for e in history)
+    finally:
+        outside.shutdown()
+        server.stop()
