@@ -150,7 +150,7 @@ class RemoteExecutor(Executor):
                 self.reporter.finished(job.task_id, None, {"type": type(err).__name__, "message": str(err)})
             return
         remote = [RemoteJob(job.task_id, f"{self._root}/{job.task_id}") for job in jobs]
-        await transport.run("mkdir -p " + " ".join(shlex.quote(r.directory) for r in remote))
+        await asyncio.gather(*(transport.mkdir(r.directory) for r in remote))
         await asyncio.gather(
             *(transport.write(f"{r.directory}/task.payload", j.payload) for r, j in zip(remote, jobs, strict=True))
         )
@@ -173,7 +173,6 @@ class RemoteExecutor(Executor):
 
     async def _poll_loop(self) -> None:
         while self.jobs:
-            await asyncio.sleep(self.poll_interval)
             try:
                 await self.poll_once()
             except AccessError as err:
@@ -183,6 +182,7 @@ class RemoteExecutor(Executor):
                 log.warning("hetflow %s: %s (will retry)", self.name, err)
             except Exception:
                 log.exception("hetflow %s: polling failed", self.name)
+            await asyncio.sleep(self.poll_interval)
 
     async def poll_once(self) -> None:
         """One remote command for all jobs: the batch system's states, then each task's log size and done file."""

@@ -1,0 +1,100 @@
+"""A trivial cell through hetflow's slurm executor vs raw `sbatch --parsable` + `squeue` polling, same run.
+
+Both go over the same paramiko connection to the cluster of `scripts/services.sh` (as its non-root user) and poll
+every 50 ms; the raw job runs the same remote Python on a trivial statement. Rounds alternate, so load drift hits
+both alike. Run: `bash scripts/services.sh up`, then `.venv/bin/python benchmarks/slurm.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+
+from cluster import services
+
+ROUNDS = 20
+POLL = 0.05
+
+
+def main() -> None:
+    cluster = services()
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    from hetflow.embedded import EmbeddedClient
+    from hetflow_server.settings import Hetflow
+
+    root = tempfile.mkdtemp()
+    python = cluster["HETFLOW_REMOTE_PYTHON"]
+    config = Config()
+    config.Hetflow.store_dir = os.path.join(root, "store")
+    config.Hetflow.executors = {
+        "slurm": {
+            "kind": "slurm",
+            "host": cluster["HETFLOW_SSH_HOST"],
+            "port": int(cluster["HETFLOW_SSH_PORT"]),
+            "user": cluster["HETFLOW_SSH_USER"],
+            "credential": "bench",
+            "python": python,
+            "known_hosts": cluster["HETFLOW_SSH_KNOWN_HOSTS"],
+            "remote_root": "~/.hetflow-bench",
+            "poll_interval": POLL,
+        }
+    }
+    import hetflow.client
+
+    client = EmbeddedClient(Hetflow(config=config))
+    hetflow.client._client = client
+    key = Path(cluster["HETFLOW_SSH_KEY"]).read_text()
+    client.on_loop(client.engine.credentials.put, "bench", "ssh-key", {"private_key": key})
+    executor = client.engine.executors["slurm"]
+    transport = client.call(executor.prepared())  # connected once; both measurements share it
+
+    wrapped = shlex.quote(python + ' -c "x = 1"')
+
+    async def raw_job() -> None:
+        submitted = await transport.run(f"sbatch --parsable --wrap {wrapped}")
+        job = submitted.out.strip().split(";")[0]
+        while True:
+            state = (await transport.run(f"squeue -h --states=all -j {job} -o %T")).out.strip()
+            if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
+                return
+            await _sleep(POLL)
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "hetflow")
+    raw, cells = [], []
+    for i in range(ROUNDS + 2):
+        start = time.perf_counter()
+        client.call(raw_job())
+        raw_time = time.perf_counter() - start
+        start = time.perf_counter()
+        shell.run_cell_magic("remote", "executor=slurm cache=false", f"x = {i}")
+        cell_time = time.perf_counter() - start
+        assert shell.user_ns["x"] == i
+        if i >= 2:  # warm-up rounds left out
+            raw.append(raw_time)
+            cells.append(cell_time)
+    client.close()
+    r, c = statistics.median(raw), statistics.median(cells)
+    print(f"trivial job on the services' Slurm over SSH, {ROUNDS} alternating rounds, polls {POLL * 1000:.0f} ms apart")
+    print(f"raw sbatch --parsable + squeue polling (baseline): median {r * 1000:7.1f} ms")
+    print(f"%%remote executor=slurm (x = 1):                   median {c * 1000:7.1f} ms")
+    print(f"ratio hetflow/raw: {c / r:.2f}x (target <= 1.1x)")
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+
+
+if __name__ == "__main__":
+    main()
