@@ -47,6 +47,8 @@ def executors(cluster: dict[str, str], root: Path) -> dict[str, dict]:
         "slurm-unknown-host": {"kind": "slurm", **over_ssh, "known_hosts": str(empty_known_hosts)},
         "slurm-wrong-key": {"kind": "slurm", **over_ssh, "credential": "other-key"},
         "slurm-old-python": {"kind": "slurm", **over_ssh, "python": "/usr/bin/python3"},
+        "slurm-setup": {"kind": "slurm", **over_ssh, "setup": ["export HETFLOW_SITE=from-setup"]},
+        "slurm-forbidden": {"kind": "slurm", **over_ssh, "remote_root": "/opt/hetflow-forbidden"},
     }
 
 
@@ -209,7 +211,17 @@ def test_a_remote_python_without_matching_cloudpickle_is_reported(kernel: Kernel
     assert "does not match the engine" in out.traceback and "cloudpickle missing there" in out.traceback
 
 
-def test_sshd_restarted_mid_run_the_task_still_completes(kernel: Kernel, server: JupyterServer) -> None:
+def test_setup_lines_run_before_the_task(kernel: Kernel) -> None:
+    kernel.run("%%remote executor=slurm-setup cache=false\nimport os\nsite = os.environ.get('HETFLOW_SITE')\n").check()
+    assert kernel.value("site") == "from-setup"
+
+
+def test_a_remote_root_without_permission_is_a_clear_error(kernel: Kernel) -> None:
+    out = kernel.run("%%remote executor=slurm-forbidden cache=false\nx = 1\n")
+    assert "cannot create /opt/hetflow-forbidden" in out.traceback and "Permission denied" in out.traceback
+
+
+def test_sshd_restarted_mid_run_the_task_still_completes(kernel: Kernel, cluster: dict[str, str]) -> None:
     msg_id, execution = kernel.start(f"%%remote executor=slurm name=through cache=false\n{TICKS}through = 'ok'\n")
     time.sleep(1.0)
     subprocess.run(
@@ -218,6 +230,8 @@ def test_sshd_restarted_mid_run_the_task_still_completes(kernel: Kernel, server:
         capture_output=True,
         env={**os.environ, "HETFLOW_SERVICES": str(STATE)},
     )
+    # restarting the listener leaves open sessions alone: end ours too, so that the engine must reconnect
+    subprocess.run(["pkill", "-KILL", "-u", cluster["HETFLOW_SSH_USER"], "-f", "^sshd: "], check=True)
     kernel.collect(msg_id, execution, timeout=90).check()
     assert kernel.value("through") == "ok"
 
