@@ -8,6 +8,7 @@ from typing import Any
 from hetflow_server.models import State, Task
 
 STATUS_DELAY = 0.5  # a quick task shows no status line, like a progress bar with a delay
+STATUS_MIME = "application/vnd.hetflow.task+json"  # rendered live, with a Cancel button, by the lab extension
 
 
 class RemoteTaskError(Exception):
@@ -65,8 +66,9 @@ def describe(task: Task) -> str:
 class StatusLine:
     """One output line, updated in place, that appears only when the task is not done within STATUS_DELAY."""
 
-    def __init__(self, task: Task):
+    def __init__(self, task: Task, live: bool = False):
         self.task = task
+        self.live = live  # the front end can reach the engine (server mode): offer the live, cancellable line
         self._since = time.monotonic()
         self._handle: Any = None
 
@@ -77,7 +79,9 @@ class StatusLine:
             return
         from IPython.display import display
 
-        text = {"text/plain": describe(self.task)}
+        text: dict[str, Any] = {"text/plain": describe(self.task)}
+        if self.live:
+            text[STATUS_MIME] = {k: v for k, v in self.task.to_json().items() if k != "code"}
         if self._handle is None:
             self._handle = display(text, raw=True, display_id=True)
         else:

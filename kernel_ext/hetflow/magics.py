@@ -56,7 +56,7 @@ class RemoteMagics(Magics):
             raise UsageError(str(err)) from None
         if watch is None:
             return self._deliver(client.result(task))
-        task = self._wait(task, watch)
+        task = self._wait(task, watch, live=client.mode == "server")
         return self._deliver(client.result(task, watch.result))
 
     def _capture(self, line: str, cell: str) -> tuple[TaskSpec, bytes]:
@@ -124,9 +124,9 @@ class RemoteMagics(Magics):
         parent = kernel.get_parent() if kernel is not None and hasattr(kernel, "get_parent") else None
         return ((parent or {}).get("metadata") or {}).get("cellId")
 
-    def _wait(self, task: Task, watch: Watch) -> Task:
+    def _wait(self, task: Task, watch: Watch, live: bool = False) -> Task:
         """Stream the task's log into the cell until it ends; an interrupt detaches instead of cancelling."""
-        status = display.StatusLine(task)
+        status = display.StatusLine(task, live)
         try:
             while not task.state.final:
                 try:
