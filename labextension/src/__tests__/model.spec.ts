@@ -1,0 +1,97 @@
+import { layout, NODE_HEIGHT, NODE_WIDTH } from '../layout';
+import { WorkflowModel } from '../model';
+import type { Task, TaskState } from '../types';
+
+function task(id: string, state: TaskState = 'queued', extra: Partial<Task> = {}): Task {
+  return {
+    id,
+    name: `cell-${id}`,
+    state,
+    executor: 'local',
+    options: {},
+    code: 'x = 1',
+    inputs: {},
+    outputs: ['x'],
+    notebook: 'a.ipynb',
+    cell_id: `c-${id}`,
+    retries: 0,
+    timeout: null,
+    deps: [],
+    attempts: 1,
+    restarts: 0,
+    cache_key: null,
+    payload_hash: null,
+    result_hash: null,
+    error: null,
+    handle: null,
+    created: Number(id.replace(/\D/g, '')) || 0,
+    started: null,
+    finished: null,
+    ...extra
+  };
+}
+
+describe('WorkflowModel', () => {
+  it('applies state events incrementally and says when the graph shape changed', () => {
+    const model = new WorkflowModel();
+    const changes: boolean[] = [];
+    model.changed.connect((_, change) => changes.push(change.structure));
+    model.apply({ type: 'task', task: 't1', state: 'queued', message: null, data: task('t1') });
+    model.apply({ type: 'task', task: 't1', state: 'running', message: null, data: task('t1', 'running') });
+    model.apply({ type: 'task', task: 't2', state: 'queued', message: null, data: task('t2', 'queued', { deps: ['t1'] }) });
+    expect(model.get('t1')?.state).toBe('running');
+    expect(changes).toEqual([true, false, true]);
+  });
+
+  it('filters by notebook and state and keeps only edges between shown tasks', () => {
+    const model = new WorkflowModel();
+    model.load([
+      task('t1', 'completed'),
+      task('t2', 'failed', { deps: ['t1'] }),
+      task('t3', 'running', { notebook: 'b.ipynb', deps: ['t1'] })
+    ]);
+    const all = model.view({ notebook: null, states: new Set() });
+    expect(all.tasks.map(t => t.id)).toEqual(['t1', 't2', 't3']);
+    expect(all.edges).toEqual([
+      ['t1', 't2'],
+      ['t1', 't3']
+    ]);
+    const a = model.view({ notebook: 'a.ipynb', states: new Set() });
+    expect(a.tasks.map(t => t.id)).toEqual(['t1', 't2']);
+    const failed = model.view({ notebook: null, states: new Set<TaskState>(['failed']) });
+    expect(failed.tasks.map(t => t.id)).toEqual(['t2']);
+    expect(failed.edges).toEqual([]);
+    expect(model.notebooks()).toEqual(['a.ipynb', 'b.ipynb']);
+  });
+
+  it('passes log lines on without storing them', () => {
+    const model = new WorkflowModel();
+    const lines: string[] = [];
+    model.logged.connect((_, log) => lines.push(`${log.task}:${log.text}`));
+    model.apply({ type: 'log', task: 't9', stream: 'stdout', text: 'hello\n', offset: 0 });
+    expect(lines).toEqual(['t9:hello\n']);
+    expect(model.size).toBe(0);
+  });
+});
+
+describe('layout', () => {
+  it('puts a dependency above its dependents and lone tasks in a grid beside them', () => {
+    const positions = layout(['a', 'b', 'c', 'd', 'e'], [['a', 'b'], ['a', 'c']], 2);
+    expect(positions.get('a')!.y).toBeLessThan(positions.get('b')!.y);
+    expect(positions.get('b')!.y).toBe(positions.get('c')!.y);
+    const dagRight = Math.max(...['a', 'b', 'c'].map(id => positions.get(id)!.x)) + NODE_WIDTH;
+    expect(positions.get('d')!.x).toBeGreaterThanOrEqual(dagRight);
+    expect(positions.get('e')!.x).toBeGreaterThan(positions.get('d')!.x);
+  });
+
+  it('lays out a thousand independent tasks quickly and without overlap', () => {
+    const ids = Array.from({ length: 1000 }, (_, i) => `t${i}`);
+    const start = Date.now();
+    const positions = layout(ids, [], 25);
+    expect(Date.now() - start).toBeLessThan(200);
+    const seen = new Set([...positions.values()].map(p => `${p.x},${p.y}`));
+    expect(seen.size).toBe(1000);
+    const last = positions.get('t999')!;
+    expect(last.y).toBe(39 * (NODE_HEIGHT + 16));
+  });
+});

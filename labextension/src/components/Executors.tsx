@@ -1,0 +1,54 @@
+import React, { useEffect, useState } from 'react';
+
+import type { HetflowAPI } from '../api';
+import type { ExecutorInfo } from '../types';
+
+export function Executors({ api, onError }: { api: HetflowAPI; onError: (message: string) => void }): JSX.Element {
+  const [executors, setExecutors] = useState<Record<string, ExecutorInfo>>({});
+  const [checking, setChecking] = useState<string | null>(null);
+  useEffect(() => {
+    api.executors().then(setExecutors, (err: Error) => onError(err.message));
+  }, []);
+  const check = (name: string) => {
+    setChecking(name);
+    api
+      .checkExecutor(name)
+      .then(info => setExecutors(all => ({ ...all, [name]: info })), (err: Error) => onError(err.message))
+      .finally(() => setChecking(null));
+  };
+  return (
+    <section className="hetflow-executors" aria-label="executors">
+      <table>
+        <thead>
+          <tr>
+            <th>name</th>
+            <th>kind</th>
+            <th>health</th>
+            <th />
+          </tr>
+        </thead>
+        <tbody>
+          {Object.entries(executors).map(([name, info]) => (
+            <tr key={name} data-executor={name}>
+              <td>{name}</td>
+              <td>{info.kind}</td>
+              <td className={info.healthy ? 'hetflow-healthy' : 'hetflow-unhealthy'} title={info.error ?? ''}>
+                {info.healthy ? 'healthy' : `unhealthy${info.error ? `: ${info.error}` : ''}`}
+              </td>
+              <td>
+                <button
+                  className="jp-Button jp-mod-styled"
+                  onClick={() => check(name)}
+                  disabled={checking === name}
+                  aria-label={`check executor ${name}`}
+                >
+                  {checking === name ? 'Checking…' : 'Check'}
+                </button>
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </section>
+  );
+}

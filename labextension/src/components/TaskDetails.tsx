@@ -1,0 +1,135 @@
+import React, { useEffect, useRef, useState } from 'react';
+
+import type { HetflowAPI } from '../api';
+import type { WorkflowModel } from '../model';
+import { FINAL_STATES, type Task } from '../types';
+
+function time(seconds: number | null): string {
+  return seconds ? new Date(seconds * 1000).toLocaleTimeString() : '—';
+}
+
+function elapsed(task: Task): string {
+  if (!task.started) {
+    return '—';
+  }
+  const end = task.finished ?? Date.now() / 1000;
+  return `${(end - task.started).toFixed(1)} s`;
+}
+
+/** The task's log: what the store has, then every new line from the event socket. */
+function LiveLog({ api, model, task }: { api: HetflowAPI; model: WorkflowModel; task: Task }): JSX.Element {
+  const [text, setText] = useState('');
+  const box = useRef<HTMLPreElement>(null);
+  useEffect(() => {
+    let pending = '';
+    let loaded = false;
+    setText('');
+    const slot = (_: WorkflowModel, log: { task: string; text: string }) => {
+      if (log.task !== task.id) {
+        return;
+      }
+      if (loaded) {
+        setText(t => t + log.text);
+      } else {
+        pending += log.text;
+      }
+    };
+    model.logged.connect(slot);
+    void api.logs(task.id).then(
+      ({ text: stored }) => {
+        loaded = true;
+        // lines that came on the socket while the request ran are in the stored text already, or follow it
+        setText(pending && !stored.endsWith(pending) ? stored + pending : stored);
+      },
+      () => {
+        loaded = true;
+      }
+    );
+    return () => {
+      model.logged.disconnect(slot);
+    };
+  }, [task.id]);
+  useEffect(() => {
+    box.current?.scrollTo({ top: box.current.scrollHeight });
+  }, [text]);
+  return (
+    <pre className="hetflow-log" ref={box} aria-label="task log" data-testid="hetflow-log">
+      {text || '(no output yet)'}
+    </pre>
+  );
+}
+
+export interface TaskDetailsProps {
+  api: HetflowAPI;
+  model: WorkflowModel;
+  task: Task;
+  onGoToCell: (task: Task) => void;
+  onError: (message: string) => void;
+}
+
+export function TaskDetails({ api, model, task, onGoToCell, onError }: TaskDetailsProps): JSX.Element {
+  const final = FINAL_STATES.has(task.state);
+  const act = (action: 'cancel' | 'retry' | 'rerun') => () => {
+    api.act(task.id, action).then(
+      updated => model.apply({ type: 'task', task: updated.id, state: updated.state, message: null, data: updated }),
+      (err: Error) => onError(err.message)
+    );
+  };
+  const job = task.handle?.job_id ?? task.handle?.pid;
+  return (
+    <section className="hetflow-details" aria-label={`details of task ${task.name}`} data-testid="hetflow-details">
+      <h3>
+        {task.name} <span className={`hetflow-badge hetflow-state-${task.state}`}>{task.state}</span>
+      </h3>
+      <dl>
+        <dt>executor</dt>
+        <dd>{task.executor}</dd>
+        <dt>job</dt>
+        <dd>{job ? String(job) : '—'}</dd>
+        <dt>notebook</dt>
+        <dd>{task.notebook ?? '—'}</dd>
+        <dt>started</dt>
+        <dd>{time(task.started)}</dd>
+        <dt>elapsed</dt>
+        <dd>{elapsed(task)}</dd>
+        <dt>attempts</dt>
+        <dd>
+          {task.attempts}
+          {task.retries ? ` of ${task.retries + 1}` : ''}
+        </dd>
+        <dt>id</dt>
+        <dd>{task.id}</dd>
+      </dl>
+      <div className="hetflow-actions">
+        <button className="jp-Button jp-mod-styled jp-mod-warn" disabled={final} onClick={act('cancel')} aria-label="cancel task">
+          Cancel
+        </button>
+        <button
+          className="jp-Button jp-mod-styled"
+          disabled={task.state !== 'failed' && task.state !== 'cancelled'}
+          onClick={act('retry')}
+          aria-label="retry task"
+        >
+          Retry
+        </button>
+        <button className="jp-Button jp-mod-styled" disabled={!final} onClick={act('rerun')} aria-label="re-run task">
+          Re-run
+        </button>
+        <button
+          className="jp-Button jp-mod-styled jp-mod-accept"
+          disabled={!task.notebook || !task.cell_id}
+          onClick={() => onGoToCell(task)}
+          aria-label="go to cell"
+        >
+          Go to cell
+        </button>
+      </div>
+      {task.error ? (
+        <pre className="hetflow-error" aria-label="task error" data-testid="hetflow-error">
+          {task.error.traceback || `${task.error.type}: ${task.error.message}`}
+        </pre>
+      ) : null}
+      <LiveLog api={api} model={model} task={task} />
+    </section>
+  );
+}

@@ -1,0 +1,120 @@
+/** The hetflow sidebar: the live workflow graph, task details and logs, executors and credentials. */
+
+import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ReactWidget } from '@jupyterlab/apputils';
+import { IDocumentManager } from '@jupyterlab/docmanager';
+import { INotebookTracker, type NotebookPanel } from '@jupyterlab/notebook';
+import { IRenderMimeRegistry, type IRenderMime } from '@jupyterlab/rendermime';
+import { Signal } from '@lumino/signaling';
+import React from 'react';
+
+import { EventStream, HetflowAPI } from './api';
+import { Sidebar } from './components/Sidebar';
+import { StatusLine } from './components/StatusLine';
+import { hetflowIcon } from './icon';
+import { WorkflowModel } from './model';
+import type { Task } from './types';
+
+/** What the kernel shows while a cell waits on its task (text/plain beside it for other front ends). */
+export const STATUS_MIME = 'application/vnd.hetflow.task+json';
+
+import '@xyflow/react/dist/style.css';
+import './sidebar.css';
+
+export const SIDEBAR_ID = 'hetflow-sidebar';
+
+/** Open the task's notebook and bring its cell into view (the kernel sent the cell id with the execution). */
+async function goToCell(docManager: IDocumentManager, task: Task): Promise<void> {
+  if (!task.notebook || !task.cell_id) {
+    return;
+  }
+  const panel = docManager.openOrReveal(task.notebook) as NotebookPanel | undefined;
+  if (!panel?.content) {
+    return;
+  }
+  await panel.context.ready;
+  const notebook = panel.content;
+  const index = notebook.widgets.findIndex(cell => cell.model.id === task.cell_id);
+  if (index >= 0) {
+    notebook.activeCellIndex = index;
+    await notebook.scrollToCell(notebook.widgets[index], 'center');
+  }
+}
+
+class StatusRenderer extends ReactWidget implements IRenderMime.IRenderer {
+  private task: Task | null = null;
+
+  constructor(
+    private readonly api: HetflowAPI,
+    private readonly model: WorkflowModel
+  ) {
+    super();
+    this.addClass('hetflow-status-output');
+  }
+
+  async renderModel(mime: IRenderMime.IMimeModel): Promise<void> {
+    this.task = mime.data[STATUS_MIME] as unknown as Task;
+    this.update();
+  }
+
+  protected render(): JSX.Element | null {
+    return this.task ? React.createElement(StatusLine, { api: this.api, model: this.model, initial: this.task }) : null;
+  }
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: 'hetflow:sidebar',
+  description: 'The live hetflow workflow graph, task details, executors and credentials.',
+  autoStart: true,
+  optional: [INotebookTracker, IDocumentManager, IRenderMimeRegistry],
+  activate: (
+    app: JupyterFrontEnd,
+    notebooks: INotebookTracker | null,
+    docManager: IDocumentManager | null,
+    rendermime: IRenderMimeRegistry | null
+  ) => {
+    const api = new HetflowAPI();
+    const model = new WorkflowModel();
+    const connection = new Signal<WorkflowModel, boolean>(model);
+    const catchUp = () => api.tasks().then(tasks => model.load(tasks), console.warn);
+    const stream = new EventStream(api, {
+      onEvent: event => model.apply(event),
+      onOpen: () => {
+        connection.emit(true);
+        void catchUp();
+      },
+      onClose: () => connection.emit(false)
+    });
+    const widget = ReactWidget.create(
+      React.createElement(Sidebar, {
+        api,
+        model,
+        connection,
+        currentNotebook: () => notebooks?.currentWidget?.context.path ?? null,
+        notebookChanged: notebooks?.currentChanged ?? new Signal(model),
+        goToCell: task => {
+          if (docManager) {
+            void goToCell(docManager, task);
+          }
+        }
+      })
+    );
+    widget.id = SIDEBAR_ID;
+    widget.title.icon = hetflowIcon;
+    widget.title.caption = 'hetflow workflow';
+    widget.addClass('hetflow-panel');
+    widget.disposed.connect(() => stream.dispose());
+    app.shell.add(widget, 'left', { rank: 650 });
+    rendermime?.addFactory(
+      {
+        safe: true,
+        mimeTypes: [STATUS_MIME],
+        defaultRank: 0,
+        createRenderer: () => new StatusRenderer(api, model)
+      },
+      0
+    );
+  }
+};
+
+export default plugin;

@@ -1,0 +1,78 @@
+/** The sidebar's state: every task the engine told us of, kept current from the event socket. No React here. */
+
+import { Signal } from '@lumino/signaling';
+
+import type { EngineEvent, Task, TaskState } from './types';
+
+export interface ViewFilter {
+  notebook: string | null; // null: all notebooks
+  states: ReadonlySet<TaskState>; // empty: every state
+}
+
+export interface GraphView {
+  tasks: Task[];
+  edges: Array<[string, string]>;
+}
+
+/** What changed, so that views redo only what they must: a new node moves the layout, a state change does not. */
+export interface Change {
+  structure: boolean;
+  tasks: string[];
+}
+
+export class WorkflowModel {
+  readonly changed = new Signal<WorkflowModel, Change>(this);
+  readonly logged = new Signal<WorkflowModel, { task: string; text: string }>(this);
+  private readonly tasks = new Map<string, Task>();
+
+  get size(): number {
+    return this.tasks.size;
+  }
+
+  get(id: string): Task | undefined {
+    return this.tasks.get(id);
+  }
+
+  /** Replace everything (first load, or catching up after the socket was down). */
+  load(tasks: Task[]): void {
+    const before = new Set(this.tasks.keys());
+    this.tasks.clear();
+    for (const task of tasks) {
+      this.tasks.set(task.id, task);
+    }
+    const structure = before.size !== this.tasks.size || tasks.some(t => !before.has(t.id));
+    this.changed.emit({ structure, tasks: tasks.map(t => t.id) });
+  }
+
+  apply(event: EngineEvent): void {
+    if (event.type === 'log') {
+      this.logged.emit({ task: event.task, text: event.text });
+      return;
+    }
+    const known = this.tasks.get(event.task);
+    this.tasks.set(event.task, event.data);
+    const structure = !known || known.deps.join() !== event.data.deps.join() || known.notebook !== event.data.notebook;
+    this.changed.emit({ structure, tasks: [event.task] });
+  }
+
+  view(filter: ViewFilter): GraphView {
+    const tasks = [...this.tasks.values()]
+      .filter(t => filter.notebook === null || t.notebook === filter.notebook)
+      .filter(t => filter.states.size === 0 || filter.states.has(t.state))
+      .sort((a, b) => a.created - b.created);
+    const shown = new Set(tasks.map(t => t.id));
+    const edges: Array<[string, string]> = [];
+    for (const task of tasks) {
+      for (const dep of task.deps) {
+        if (shown.has(dep)) {
+          edges.push([dep, task.id]);
+        }
+      }
+    }
+    return { tasks, edges };
+  }
+
+  notebooks(): string[] {
+    return [...new Set([...this.tasks.values()].map(t => t.notebook).filter((n): n is string => !!n))].sort();
+  }
+}

@@ -1,0 +1,2 @@
+// The style module JupyterLab loads for hetflow (package.json "styleModule").
+import './base.css';
