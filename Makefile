@@ -77,7 +77,7 @@ labextension: $(LABEXT)/package.json
 		{ echo "hetflow's lab extension is not enabled:"; $(UI_ENV) jupyter labextension list; exit 1; }
 
 $(LABEXT)/package.json: node_modules/.yarn-state.yml $(LABEXT_SOURCES)
-	$(UI_ENV) $(JLPM) build
+	$(UI_ENV) $(JLPM) build:prod
 	touch $@
 
 chromium:

@@ -23,16 +23,27 @@ import './sidebar.css';
 
 export const SIDEBAR_ID = 'hetflow-sidebar';
 
-/** Open the task's notebook and bring its cell into view (the kernel sent the cell id with the execution). */
-async function goToCell(docManager: IDocumentManager, task: Task): Promise<void> {
-  if (!task.notebook || !task.cell_id) {
+/** Bring the task's cell into view. Cell ids are unique, so an open notebook holding the cell is found even after a
+ * rename (the kernel knows the notebook by the path it had when the kernel started); else the notebook is opened. */
+async function goToCell(
+  app: JupyterFrontEnd,
+  notebooks: INotebookTracker | null,
+  docManager: IDocumentManager | null,
+  task: Task
+): Promise<void> {
+  if (!task.cell_id) {
     return;
   }
-  const panel = docManager.openOrReveal(task.notebook) as NotebookPanel | undefined;
+  const holds = (panel: NotebookPanel) => panel.content.widgets.some(cell => cell.model.id === task.cell_id);
+  let panel: NotebookPanel | undefined = notebooks?.find(holds);
+  if (!panel && task.notebook && docManager) {
+    panel = docManager.openOrReveal(task.notebook) as NotebookPanel | undefined;
+    await panel?.context.ready;
+  }
   if (!panel?.content) {
     return;
   }
-  await panel.context.ready;
+  app.shell.activateById(panel.id);
   const notebook = panel.content;
   const index = notebook.widgets.findIndex(cell => cell.model.id === task.cell_id);
   if (index >= 0) {
@@ -92,11 +103,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         connection,
         currentNotebook: () => notebooks?.currentWidget?.context.path ?? null,
         notebookChanged: notebooks?.currentChanged ?? new Signal(model),
-        goToCell: task => {
-          if (docManager) {
-            void goToCell(docManager, task);
-          }
-        }
+        goToCell: task => void goToCell(app, notebooks, docManager, task)
       })
     );
     widget.id = SIDEBAR_ID;

@@ -38,24 +38,40 @@ export function Graph({ view, selected, onSelect }: GraphProps): JSX.Element {
   // the layout is redone only when nodes or edges come or go, not when a task changes state
   const shape = view.tasks.map(t => t.id).join(',') + '|' + view.edges.map(e => e.join('>')).join(',');
   const positions = useMemo(() => layout(view.tasks.map(t => t.id), view.edges), [shape]);
-  const nodes: Node<TaskNodeData>[] = view.tasks.map(task => ({
-    id: task.id,
-    type: 'task',
-    position: positions.get(task.id) ?? { x: 0, y: 0 },
-    data: { task, selected: task.id === selected },
-    draggable: false,
-    connectable: false
-  }));
+  // a node object is made again only when its task, selection or place changed, so that one event re-renders
+  // one node, not a thousand
+  const made = useRef(new Map<string, Node<TaskNodeData>>());
+  const nodes: Node<TaskNodeData>[] = view.tasks.map(task => {
+    const position = positions.get(task.id) ?? { x: 0, y: 0 };
+    const isSelected = task.id === selected;
+    const previous = made.current.get(task.id);
+    if (previous && previous.data.task === task && previous.data.selected === isSelected && previous.position === position) {
+      return previous;
+    }
+    const fresh: Node<TaskNodeData> = {
+      id: task.id,
+      type: 'task',
+      position,
+      data: { task, selected: isSelected },
+      draggable: false,
+      connectable: false
+    };
+    made.current.set(task.id, fresh);
+    return fresh;
+  });
+  const running = new Set(view.tasks.filter(t => t.state === 'running').map(t => t.id));
   const edges: Edge[] = view.edges.map(([source, target]) => ({
     id: `${source}->${target}`,
     source,
     target,
-    animated: view.tasks.find(t => t.id === target)?.state === 'running'
+    animated: running.has(target)
   }));
   const flow = useRef<ReactFlowInstance<Node<TaskNodeData>> | null>(null);
+  const hasSelection = selected !== null; // the details pane opening makes the graph shorter: fit again
   useEffect(() => {
-    void flow.current?.fitView({ maxZoom: 1 });
-  }, [shape]);
+    const timer = setTimeout(() => void flow.current?.fitView({ maxZoom: 1 }), 50);
+    return () => clearTimeout(timer);
+  }, [shape, hasSelection]);
   return (
     <div className="hetflow-graph" role="region" aria-label="workflow graph">
       <ReactFlow
