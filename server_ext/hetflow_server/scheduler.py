@@ -101,7 +101,8 @@ class Scheduler:
     async def enqueue(self, task: Task) -> None:
         self._live[task.id] = task
         task.attempts += 1
-        self.move(task, State.QUEUED, None, "attempts")
+        task.handle = None  # a new attempt: the last one's job is no longer this task's
+        self.move(task, State.QUEUED, None, "attempts", "handle")
         await self._submit(task, self.store.get_blob(task.payload_hash or ""))
 
     async def _submit(self, task: Task, payload: bytes) -> None:
@@ -118,7 +119,7 @@ class Scheduler:
         if executor is None:
             error = {"type": "ExecutorGone", "message": f"executor {task.executor!r} is no longer configured"}
             self._fail(task, error)
-        elif task.state is State.RUNNING:
+        elif task.state is State.RUNNING or task.handle:  # running, or queued in a remote system
             self.store.add_event(task, "the engine restarted; re-attaching")
             await executor.reattach(task.id, task.handle or {})
             if task.timeout and task.started:
@@ -130,6 +131,14 @@ class Scheduler:
             await self.enqueue(task)
 
     # --------------------------------------------------------------------------- reporter
+
+    def submitted(self, task_id: str, handle: dict[str, Any]) -> None:
+        task = self._live.get(task_id)
+        if task is None or task.state.final:
+            return
+        task.handle = handle
+        self.store.update_task(task, "handle")
+        self.store.add_event(task, f"submitted: {', '.join(f'{k} {v}' for k, v in handle.items())}")
 
     def started(self, task_id: str, handle: dict[str, Any]) -> None:
         task = self._live.get(task_id)

@@ -24,6 +24,9 @@ class Job:
 class Reporter(Protocol):
     """How an executor tells the scheduler what happened; called on the engine's event loop."""
 
+    def submitted(self, task_id: str, handle: dict[str, Any]) -> None:
+        """The remote system took the job (its id is in the handle): kept so a restarted engine follows it."""
+
     def started(self, task_id: str, handle: dict[str, Any]) -> None: ...
 
     def log(self, task_id: str, stream: str, text: str) -> None: ...

@@ -161,10 +161,12 @@ class RemoteExecutor(Executor):
                 self.reporter.finished(job.task_id, None, {"type": type(err).__name__, "message": str(err)})
                 continue
             self.jobs[job.task_id] = job
+            self.reporter.submitted(job.task_id, job.handle)
             self._follow()
 
     async def reattach(self, task_id: str, handle: dict[str, Any]) -> None:
-        self.jobs[task_id] = RemoteJob(task_id, handle.get("dir", ""), str(handle.get("job_id", "")), started=True)
+        # `started` is reported again once the job is seen running; a task already running ignores it
+        self.jobs[task_id] = RemoteJob(task_id, handle.get("dir", ""), str(handle.get("job_id", "")))
         self._follow()
 
     def _follow(self) -> None:
