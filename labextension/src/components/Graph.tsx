@@ -83,6 +83,12 @@ export function Graph({ view, selected, onSelect }: GraphProps): JSX.Element {
           void instance.fitView({ maxZoom: 1 });
         }}
         onNodeClick={(_, node) => onSelect(node.id)}
+        onSelectionChange={({ nodes: chosen }) => {
+          // keyboard: Tab focuses a node, Enter or Space selects it
+          if (chosen.length === 1 && chosen[0].id !== selected) {
+            onSelect(chosen[0].id);
+          }
+        }}
         onlyRenderVisibleElements
         minZoom={0.05}
         proOptions={{ hideAttribution: true }}
