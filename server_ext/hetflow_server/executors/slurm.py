@@ -11,7 +11,7 @@ import shlex
 from typing import Any
 
 from ..models import Option, option_table, parse_bool, parse_count
-from ..transport import Transport
+from ..transport import Transport, TransportError
 from .remote import LaunchError, RemoteExecutor, RemoteJob
 
 _SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$|^\d+-\d+$")
@@ -98,8 +98,14 @@ class SlurmExecutor(RemoteExecutor):
         path = f"{job.directory}/job.sbatch"
         await transport.write(path, self.script(job, options).encode())
         extra = " ".join(shlex.quote(word) for word in shlex.split(options.get("sbatch_args", "")))
-        # not retried: a submission whose answer was lost may have gone through
-        answer = await transport.run(f"sbatch --parsable {extra} {shlex.quote(path)}", retry=False)
+        try:
+            answer = await transport.run(f"sbatch --parsable {extra} {shlex.quote(path)}", retry=False)
+        except TransportError:
+            # the answer was lost with the connection, but the job may have gone through: look for it by name
+            found = await transport.run(f"squeue -h --states=all -n hetflow-{job.task_id} -o %i")
+            if found.out.split():
+                return found.out.split()[0]
+            raise
         if answer.code:
             raise LaunchError(f"sbatch refused the job: {answer.err.strip() or answer.out.strip()}")
         return answer.out.strip().split(";")[0]
