@@ -87,6 +87,15 @@ def test_api_actions_cancel_rerun_and_retry(server: JupyterServer) -> None:
         assert status == 400 and "only a failed or cancelled task" in json.loads(body)["message"]
         status, _, body = server.request("GET", "hetflow/api/tasks/nosuchtask")
         assert status == 404
+        spec = {"code": "x = 1", "inputs": {}, "outputs": ["x"], "name": "typed", "timeout": "60"}
+        status, _, body = server.request(
+            "POST",
+            "hetflow/api/tasks",
+            auth="engine",
+            body=json.dumps(spec).encode() + b"\n",
+            headers={"Content-Type": "application/x-hetflow-task"},
+        )
+        assert status == 400 and "timeout" in json.loads(body)["message"]
         status, _, body = server.request("GET", "hetflow/api/tasks?state=bogus")
         assert status == 400 and "bogus" in json.loads(body)["message"]
         assert server.json("POST", "hetflow/api/executors/local/check")["healthy"] is True

@@ -262,3 +262,14 @@ def test_engine_killed_mid_job_reattaches_and_the_job_ran_once(
     finally:
         outside.shutdown()
         server.stop()
+
+
+def test_a_retry_on_slurm_runs_again_and_does_not_reuse_the_failed_attempts_outcome(kernel: Kernel, cluster) -> None:
+    marker = f"/tmp/hetflow-retry-{os.getpid()}"
+    out = kernel.run(
+        "%%remote executor=slurm name=twice retries=1 cache=false\nimport os\n"
+        f"first = not os.path.exists({marker!r})\nopen({marker!r}, 'a').write('x')\n"
+        "if first:\n    raise RuntimeError('first attempt fails')\nsecond = 'ran'\n"
+    ).check()
+    assert kernel.value("second") == "ran" and out.ok
+    assert ssh(cluster, f"cat {marker}; rm -f {marker}") == "xx"

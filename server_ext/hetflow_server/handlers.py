@@ -22,6 +22,7 @@ from tornado import web, websocket
 from .engine import Engine
 from .models import SpecError, State, TaskSpec
 from .store import StoreError
+from .transport import AccessError, TransportError
 
 AUTH_RESOURCE = "hetflow"
 TASK_MEDIA_TYPE = "application/x-hetflow-task"
@@ -80,6 +81,8 @@ def api(action: str) -> Callable[[Callable[..., Awaitable[None]]], Callable[...,
                 self.reply({"message": str(err)}, 404 if str(err).startswith("no ") else 400)
             except ValueError as err:  # a malformed query argument
                 self.reply({"message": str(err)}, 400)
+            except (AccessError, TransportError) as err:  # a remote system that refused or did not answer
+                self.reply({"message": str(err)}, 502)
             except StoreError as err:
                 self.reply({"message": str(err)}, 500)
 
@@ -87,6 +90,31 @@ def api(action: str) -> Callable[[Callable[..., Awaitable[None]]], Callable[...,
         return wrapper
 
     return decorate
+
+
+def check_spec(spec: TaskSpec) -> None:
+    """A spec from the API has JSON's types; the scheduler relies on these."""
+
+    def strings(value: Any) -> bool:
+        return isinstance(value, str)
+
+    checks = {
+        "code": strings(spec.code),
+        "name": strings(spec.name),
+        "inputs": isinstance(spec.inputs, dict) and all(map(strings, [*spec.inputs, *spec.inputs.values()])),
+        "outputs": isinstance(spec.outputs, list) and all(map(strings, spec.outputs)),
+        "options": isinstance(spec.options, dict) and all(map(strings, [*spec.options, *spec.options.values()])),
+        "retries": isinstance(spec.retries, int) and not isinstance(spec.retries, bool) and spec.retries >= 0,
+        "timeout": spec.timeout is None
+        or (isinstance(spec.timeout, (int, float)) and not isinstance(spec.timeout, bool) and spec.timeout > 0),
+        "cache": isinstance(spec.cache, bool),
+        "executor": spec.executor is None or strings(spec.executor),
+        "notebook": spec.notebook is None or strings(spec.notebook),
+        "cell_id": spec.cell_id is None or strings(spec.cell_id),
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise SpecError(f"bad task spec: wrong type or value for {', '.join(bad)}")
 
 
 def _count(text: str, name: str) -> int:
@@ -144,6 +172,7 @@ class TasksHandler(HetflowHandler):
             spec = TaskSpec(**json.loads(head))
         except (TypeError, json.JSONDecodeError) as err:
             raise SpecError(f"bad task spec: {err}") from None
+        check_spec(spec)
         spec.notebook = self._relative(spec.notebook)
         task, cached = await self.engine.submit(spec, payload)
         self.reply({"task": task.to_json(), "cached": cached}, 200 if cached else 201)

@@ -4,6 +4,7 @@ and picks up after an engine restart."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -14,7 +15,7 @@ from .events import Events
 from .executors import Executor, Job
 from .models import State, Task
 from .settings import Hetflow
-from .store import Store
+from .store import Store, StoreError
 
 INLINE_RESULT = 256 * 1024
 
@@ -61,6 +62,8 @@ class Scheduler:
     def later(self, task_id: str, delay: float, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run `work` after `delay` seconds unless the task's timer is cleared first (cancel, completion)."""
 
+        self._clear_timer(task_id)  # one timer per task: a stale timeout must not stop a new attempt
+
         def fire() -> None:
             job = asyncio.get_running_loop().create_task(work())
             self._background.add(job)
@@ -103,7 +106,12 @@ class Scheduler:
         task.attempts += 1
         task.handle = None  # a new attempt: the last one's job is no longer this task's
         self.move(task, State.QUEUED, None, "attempts", "handle")
-        await self._submit(task, self.store.get_blob(task.payload_hash or ""))
+        try:
+            payload = self.store.get_blob(task.payload_hash or "")
+        except StoreError as err:
+            self._fail(task, {"type": "StoreError", "message": str(err)})
+            return
+        await self._submit(task, payload)
 
     async def _submit(self, task: Task, payload: bytes) -> None:
         job = Job(task.id, payload, task.options)
@@ -216,7 +224,8 @@ class Scheduler:
     async def _expire(self, task: Task) -> None:
         if task.state is not State.RUNNING:
             return
-        await self.executors[task.executor].cancel(task.id)
+        with contextlib.suppress(Exception):  # the task fails for its timeout all the same
+            await self.executors[task.executor].cancel(task.id)
         self.finished(
             task.id,
             None,
@@ -228,10 +237,14 @@ class Scheduler:
         if live.state.final:
             return live
         self._clear_timer(live.id)
+        message = "cancelled by the user"
         if live.state in (State.QUEUED, State.RUNNING):
-            await self.executors[live.executor].cancel(live.id)
+            try:
+                await self.executors[live.executor].cancel(live.id)
+            except Exception as err:  # the task is cancelled for us all the same; say what may still run
+                message += f" (stopping it on {live.executor} failed: {err})"
         live.finished = time.time()
-        self.move(live, State.CANCELLED, "cancelled by the user", "finished")
+        self.move(live, State.CANCELLED, message, "finished")
         return live
 
     async def rerun(self, task: Task, message: str) -> Task:

@@ -15,6 +15,7 @@ import json
 import logging
 import shlex
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,8 @@ class RemoteExecutor(Executor):
         self._root = ""
         self._ready: asyncio.Lock | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._launching: set[str] = set()
+        self._cancelled: set[str] = set()
 
     # --------------------------------------------------------------------------- connection
 
@@ -102,17 +105,21 @@ class RemoteExecutor(Executor):
             if self._transport is not None:
                 return self._transport
             transport = self._make_transport()
-            root = self.remote_root
-            if root.startswith("~"):
-                home = (await transport.run("echo $HOME")).out.strip()
-                root = home + root[1:]
-            made = await transport.run(f"mkdir -p {shlex.quote(root)} && chmod 700 {shlex.quote(root)}")
-            if made.code:
-                raise AccessError(f"cannot create {root} on {self.host}: {made.err.strip()}")
-            runner_path = f"{root}/{RUNNER_NAME}"
-            if await transport.read(runner_path) != RUNNER_SOURCE:
-                await transport.write(runner_path, RUNNER_SOURCE)
-            await self._check_versions(transport, runner_path)
+            try:
+                root = self.remote_root
+                if root.startswith("~"):
+                    home = (await transport.run("echo $HOME")).out.strip()
+                    root = home + root[1:]
+                made = await transport.run(f"mkdir -p {shlex.quote(root)} && chmod 700 {shlex.quote(root)}")
+                if made.code:
+                    raise AccessError(f"cannot create {root} on {self.host}: {made.err.strip()}")
+                runner_path = f"{root}/{RUNNER_NAME}"
+                if await transport.read(runner_path) != RUNNER_SOURCE:
+                    await transport.write(runner_path, RUNNER_SOURCE)
+                await self._check_versions(transport, runner_path)
+            except BaseException:
+                await transport.close()  # the next try opens a new one
+                raise
             self._root, self._transport = root, transport
             return transport
 
@@ -149,16 +156,24 @@ class RemoteExecutor(Executor):
             for job in jobs:
                 self.reporter.finished(job.task_id, None, {"type": type(err).__name__, "message": str(err)})
             return
-        remote = [RemoteJob(job.task_id, f"{self._root}/{job.task_id}") for job in jobs]
+        # a directory per attempt: a retry must not find the last attempt's outcome
+        remote = [RemoteJob(job.task_id, f"{self._root}/{job.task_id}-{uuid.uuid4().hex[:6]}") for job in jobs]
         await asyncio.gather(*(transport.mkdir(r.directory) for r in remote))
         await asyncio.gather(
             *(transport.write(f"{r.directory}/task.payload", j.payload) for r, j in zip(remote, jobs, strict=True))
         )
         for job, spec in zip(remote, jobs, strict=True):
+            self._launching.add(job.task_id)
             try:
                 job.job_id = await self.launch(transport, job, spec.options)
             except (AccessError, TransportError, LaunchError) as err:
                 self.reporter.finished(job.task_id, None, {"type": type(err).__name__, "message": str(err)})
+                continue
+            finally:
+                self._launching.discard(job.task_id)
+            if job.task_id in self._cancelled:  # cancelled while it was being submitted
+                self._cancelled.discard(job.task_id)
+                await transport.run(self.cancel_command(job))
                 continue
             self.jobs[job.task_id] = job
             self.reporter.submitted(job.task_id, job.handle)
@@ -234,6 +249,8 @@ class RemoteExecutor(Executor):
             self.reporter.finished(task_id, result, error)
 
     async def cancel(self, task_id: str) -> None:
+        if task_id in self._launching:
+            self._cancelled.add(task_id)
         job = self.jobs.pop(task_id, None)
         if job is not None and job.job_id and self._transport is not None:
             await self._transport.run(self.cancel_command(job))

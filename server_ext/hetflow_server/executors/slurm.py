@@ -102,20 +102,35 @@ class SlurmExecutor(RemoteExecutor):
             answer = await transport.run(f"sbatch --parsable {extra} {shlex.quote(path)}", retry=False)
         except TransportError:
             # the answer was lost with the connection, but the job may have gone through: look for it by name
-            found = await transport.run(f"squeue -h --states=all -n hetflow-{job.task_id} -o %i")
+            found = await transport.run(f"squeue -h --states=all -n {self.job_name(job)} -o %i")
             if found.out.split():
                 return found.out.split()[0]
             raise
         if answer.code:
             raise LaunchError(f"sbatch refused the job: {answer.err.strip() or answer.out.strip()}")
-        return answer.out.strip().split(";")[0]
+        job_id = answer.out.strip().split(";")[0]
+        if not re.fullmatch(r"\d+(_\d+)?", job_id):
+            raise LaunchError(f"sbatch answered {answer.out.strip()!r}, not a job id")
+        return job_id
+
+    @staticmethod
+    def job_name(job: RemoteJob) -> str:
+        """Unique per attempt (the attempt's directory), so a lookup by name finds this attempt's job only."""
+        return "hetflow-" + job.directory.rsplit("/", 1)[-1]
 
     def status_command(self, jobs: list[RemoteJob]) -> str:
         ids = ",".join(j.job_id for j in jobs if j.job_id)
-        return f"squeue -h --states=all -j {ids} -o '%i %T' && echo ::ok"
+        # squeue fails on ids Slurm has forgotten: its answer still counts (those jobs are gone); any other failure
+        # (the controller is down) prints no ::ok, and nothing is concluded this cycle
+        query = f"squeue -h --states=all -j {ids} -o '%i %T' 2>&1"
+        return (
+            f"out=$({query}); code=$?; printf '%s\\n' \"$out\"; "
+            "if [ $code -eq 0 ] || printf '%s' \"$out\" | grep -q 'Invalid job id'; then echo ::ok; fi"
+        )
 
     def parse_status(self, text: str) -> dict[str, str]:
-        return dict(line.split()[:2] for line in text.splitlines() if len(line.split()) >= 2)
+        words = (line.split() for line in text.splitlines())
+        return {w[0]: w[1] for w in words if len(w) == 2 and re.fullmatch(r"\d+(_\d+)?", w[0])}
 
     def cancel_command(self, job: RemoteJob) -> str:
         return f"scancel {shlex.quote(job.job_id)}"
