@@ -9,7 +9,11 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython: Any) -> None:
     from .client import get_client
+    from .futures import AwaitFutures, swap_finished
     from .magics import RemoteMagics
 
     ipython.register_magics(RemoteMagics)
+    if not any(isinstance(t, AwaitFutures) for t in ipython.ast_transformers):
+        ipython.ast_transformers.append(AwaitFutures(ipython.user_ns))
+        ipython.events.register("pre_run_cell", lambda *_: swap_finished(ipython.user_ns))
     get_client()  # start the engine now, so its workers are warm by the first cell

@@ -15,6 +15,7 @@ class Analysis:
     reads: list[str] = field(default_factory=list)
     binds: list[str] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
+    imports: list[str] = field(default_factory=list)  # names bound by import statements
     display: bool = False
 
 
@@ -36,6 +37,7 @@ class _Binder(ast.NodeVisitor):
         self.deletes: list[str] = []
         self.augmented: list[str] = []  # `x += 1` reads x
         self.later: list[str] = []  # `global x` in a function binds x only if the function is called
+        self.imports: list[str] = []
 
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Store):
@@ -88,6 +90,7 @@ class _Binder(ast.NodeVisitor):
         for alias in node.names:
             if alias.name != "*":
                 _add(self.binds, alias.asname or alias.name.split(".")[0])
+                _add(self.imports, alias.asname or alias.name.split(".")[0])
 
     visit_ImportFrom = visit_Import
 
@@ -174,6 +177,8 @@ def analyse(tree: ast.Module, code: str) -> Analysis:
                 result.deletes.remove(name)
         if not isinstance(stmt, _CONDITIONAL):  # a loop or branch may not bind at all
             bound.update(binder.binds)
+        for name in binder.imports:
+            _add(result.imports, name)
         for name in binder.deletes:
             _add(result.deletes, name)
             bound.discard(name)

@@ -14,19 +14,25 @@ STATUS_MIME = "application/vnd.hetflow.task+json"  # rendered live, with a Cance
 class RemoteTaskError(Exception):
     """A task's failure, shown with the remote traceback whose line numbers are the cell's own."""
 
-    def __init__(self, task: Task):
+    def __init__(self, task: Task, failed: int = 1, elements: int | None = None):
         error = task.error or {}
-        self.task = task
+        self.task, self.failed, self.elements = task, failed, elements
         self.remote_type = error.get("type", "Error")
         self.remote_message = error.get("message", "")
         self.remote_traceback = error.get("traceback", "")
         super().__init__(f"{self.remote_type}: {self.remote_message}")
 
     def _render_traceback_(self) -> list[str]:
+        task = self.task
         header = (
-            f"RemoteTaskError: task {self.task.name!r} ({self.task.id}) {self.task.state.value} on "
-            f"{self.task.executor} after {self.task.attempts} attempt(s)"
+            f"RemoteTaskError: task {task.label!r} ({task.id}) {task.state.value} on "
+            f"{task.executor} after {task.attempts} attempt(s)"
         )
+        if self.elements is not None:
+            header += (
+                f"; {self.failed} of {self.elements} elements did not complete. The others are kept: "
+                f"`%remote rerun {task.name}` (or running the cell again) runs only these"
+            )
         body = self.remote_traceback.rstrip("\n").splitlines() or [str(self)]
         return [header, *body]
 
@@ -47,7 +53,10 @@ class TaskDetached(KeyboardInterrupt):
         ]
 
 
-def describe(task: Task) -> str:
+def describe(task: Task, counts: dict[str, int] | None = None) -> str:
+    if counts is not None:  # the elements of a foreach
+        states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        return f"hetflow: {task.name}[{sum(counts.values())}] · {task.executor} · {states}"
     parts = [f"hetflow: {task.name}", task.executor]
     handle = task.handle or {}
     if handle.get("job_id"):
@@ -72,14 +81,14 @@ class StatusLine:
         self._since = time.monotonic()
         self._handle: Any = None
 
-    def update(self, task: Task | None = None) -> None:
+    def update(self, task: Task | None = None, counts: dict[str, int] | None = None, now: bool = False) -> None:
         if task is not None:
             self.task = task
-        if self._handle is None and time.monotonic() - self._since < STATUS_DELAY:
+        if self._handle is None and time.monotonic() - self._since < STATUS_DELAY and not now:
             return
         from IPython.display import display
 
-        text: dict[str, Any] = {"text/plain": describe(self.task)}
+        text: dict[str, Any] = {"text/plain": describe(self.task, counts)}
         if self.live:
             text[STATUS_MIME] = {k: v for k, v in self.task.to_json().items() if k != "code"}
         if self._handle is None:
@@ -99,7 +108,7 @@ def task_rows(tasks: list[Task]) -> list[list[str]]:
     return [
         [
             t.id,
-            t.name,
+            t.label,
             t.executor,
             t.state.value,
             str(t.attempts),

@@ -46,17 +46,43 @@ class EmbeddedClient:
 
         return self.call(run())
 
-    def submit(self, spec: TaskSpec, payload: bytes) -> tuple[Task, bool, Watch | None]:
-        watch = Watch("")
-        task, cached = self.call(self.engine.submit(spec, payload, watch.deliver))
-        return task, cached, None if cached else watch
+    def submit(
+        self, spec: TaskSpec, payload: bytes, elements: list[bytes] | None = None
+    ) -> tuple[list[Task], bool, Watch | None]:
+        watch = Watch()
+        tasks, cached = self.call(self.engine.submit(spec, payload, elements, watch.deliver))
+        watch.expect(t.id for t in tasks if not t.state.final)
+        return tasks, cached, None if cached else watch
+
+    def watch(self, task_ids: list[str]) -> Watch:
+        """Follow tasks already submitted (after a re-run)."""
+        watch = Watch(task_ids)
+
+        async def follow() -> None:
+            for task_id in task_ids:
+                self.engine.events.subscribe(watch.deliver, task_id)
+                task = self.engine.scheduler.lookup(task_id)
+                if task is not None and task.state.final:  # it ended before we listened
+                    watch.deliver({"type": "task", "task": task.id, "state": task.state.value, "data": task.to_json()})
+
+        self.call(follow())
+        return watch
 
     def result(self, task: Task, inline: bytes | None = None) -> bytes:
         """The result pickle (as it came with the final event, or read), only if its hash is the recorded one."""
         assert task.result_hash
         if inline is not None and sha256(inline) == task.result_hash:
             return inline
-        return self.engine.store.get_blob(task.result_hash)
+        return self.call(self.engine.result(task.id))[1]
+
+    def group_results(self, ref: str) -> list[tuple[Task, bytes | None]]:
+        return self.call(self.engine.group_results(ref))
+
+    def rerun(self, ref: str) -> list[Task]:
+        return self.call(self.engine.rerun(ref))
+
+    def graph(self) -> dict[str, Any]:
+        return self.on_loop(self.engine.graph)
 
     def find(self, ref: str) -> Task:
         return self.on_loop(self.engine.find, ref)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import queue
-import sys
 from typing import Any
 
 import cloudpickle
@@ -13,21 +11,39 @@ import IPython
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from hetflow_server.models import SpecError, State, Task, TaskSpec
+from hetflow_server.models import SpecError, State, TaskSpec
 from hetflow_server.store import StoreError, sha256
 
 from . import capture, display
 from .client import get_client
-from .options import help_text, parse_line
-from .watch import Watch
+from .futures import Future, Submission, futures_in, resolve
+from .options import CellOptions, help_text, parse_line
 
 LINE_COMMANDS = {
     "status": "list recent tasks and say which engine this kernel uses",
     "logs": "TASK: print the task's log",
     "cancel": "TASK: stop the task (queued or running)",
     "result": "TASK: the finished task's outputs, as a dict",
+    "rerun": "TASK: run the task again (of a foreach: the failed elements), then what depends on it",
+    "graph": "draw this notebook's tasks and their dependencies",
     "executors": "list the configured executors and their health",
 }
+
+
+def _pickle(name: str, value: Any) -> bytes:
+    try:
+        return cloudpickle.dumps(value, protocol=5)
+    except Exception as err:
+        raise UsageError(
+            f"input {name!r} ({type(value).__name__}) cannot be pickled: {err}. Create it inside the cell, "
+            f"or leave it out with inputs=..."
+        ) from None
+
+
+def _default_name(outputs: list[str], imports: list[str], count: int) -> str:
+    """The first output the cell computes (not a module it imports), else the cell's number."""
+    computed = [name for name in outputs if name not in imports]
+    return (computed or outputs or [f"cell{count}"])[0]
 
 
 def _usage() -> str:
@@ -48,18 +64,30 @@ class RemoteMagics(Magics):
     # --------------------------------------------------------------------------- %%remote
 
     def _run_cell(self, line: str, cell: str) -> Any:
-        spec, payload = self._capture(line, cell)
+        options, spec, payload, elements = self._capture(line, cell)
+        if elements == []:  # foreach over nothing: nothing to run, every output an empty list
+            self.shell.user_ns.update({name: [] for name in spec.outputs})
+            return None
         client = get_client()
         try:
-            task, _cached, watch = client.submit(spec, payload)
+            tasks, cached, watch = client.submit(spec, payload, elements)
         except SpecError as err:
             raise UsageError(str(err)) from None
-        if watch is None:
-            return self._deliver(client.result(task))
-        task = self._wait(task, watch, live=client.mode == "server")
-        return self._deliver(client.result(task, watch.result))
+        submission = Submission(client, tasks, watch, spec.outputs, elements is not None)
+        live = client.mode == "server"
+        if options.wait or cached:
+            outputs, value = submission.values(live)
+            self.shell.user_ns.update(outputs)
+            for name in submission.deleted:
+                self.shell.user_ns.pop(name, None)
+            return value
+        namespace = self.shell.user_ns
+        for name in spec.outputs:
+            namespace[name] = Future(submission, name)
+        display.StatusLine(submission.first, live and elements is None).update(counts=None, now=True)
+        return None
 
-    def _capture(self, line: str, cell: str) -> tuple[TaskSpec, bytes]:
+    def _capture(self, line: str, cell: str) -> tuple[CellOptions, TaskSpec, bytes, list[bytes] | None]:
         """Options, analysis and pickled inputs: every user error is raised here, before any submission."""
         try:
             options = parse_line(line)
@@ -74,16 +102,22 @@ class RemoteMagics(Magics):
                 raise UsageError(f"inputs={','.join(options.inputs)}: {', '.join(missing)} not defined")
         inputs = options.inputs if options.inputs is not None else capture.inputs_from(analysis, namespace)
         outputs = options.outputs if options.outputs is not None else capture.outputs_from(analysis)
-        pickled: dict[str, bytes] = {}
+        elements = None
+        if options.foreach is not None:
+            name, expr = options.foreach
+            inputs = [i for i in inputs if i != name]
+            elements = self._elements(name, expr)
+        refs, pickled = {}, {}
         for name in inputs:
-            try:
-                pickled[name] = cloudpickle.dumps(namespace[name], protocol=5)
-            except Exception as err:
-                kind = type(namespace[name]).__name__
-                raise UsageError(
-                    f"input {name!r} ({kind}) cannot be pickled: {err}. Create it inside the cell, "
-                    f"or leave it out with inputs=..."
-                ) from None
+            value = namespace[name]
+            if isinstance(value, Future) and not (value.done() and not value.failed()):
+                if not value.submission.foreach:
+                    refs[name] = [value.task_id, value.output]  # a dependency: the data need not come here
+                    continue
+                value = value.result()  # a foreach's list is gathered here first
+            elif isinstance(value, Future):
+                value = value.result()
+            pickled[name] = _pickle(name, value)
         count = self._prompt_number()
         payload = pickle.dumps(
             {
@@ -104,7 +138,7 @@ class RemoteMagics(Magics):
             code=cell,
             inputs={name: sha256(data) for name, data in pickled.items()},
             outputs=outputs,
-            name=options.name or (outputs[0] if outputs else f"cell{count}"),
+            name=options.name or _default_name(outputs, analysis.imports, count),
             executor=options.executor,
             options=options.executor_options,
             retries=options.retries,
@@ -112,8 +146,24 @@ class RemoteMagics(Magics):
             cache=options.cache,
             notebook=os.environ.get("JPY_SESSION_NAME"),
             cell_id=self._cell_id(),
+            refs=refs,
+            after=options.after,
+            foreach=options.foreach[0] if options.foreach else None,
         )
-        return spec, payload
+        return options, spec, payload, elements
+
+    def _elements(self, name: str, expr: str) -> list[bytes]:
+        """The foreach expression, evaluated here (after the futures it reads), each element pickled."""
+        try:
+            code = compile(expr, "<foreach>", "eval")
+        except SyntaxError as err:
+            raise UsageError(f"foreach={name}:{expr}: {err.msg}") from None
+        resolve([n for n in code.co_names if n in self.shell.user_ns])
+        try:
+            values = list(eval(code, self.shell.user_ns))
+        except Exception as err:
+            raise UsageError(f"foreach={name}:{expr} could not be iterated: {type(err).__name__}: {err}") from None
+        return [_pickle(f"{name}[{n}]", value) for n, value in enumerate(values)]
 
     def _prompt_number(self) -> int:
         """The N of the cell's In[N]: IPython 9 counts the running cell before it runs, IPython 8 after."""
@@ -123,37 +173,6 @@ class RemoteMagics(Magics):
         kernel = getattr(self.shell, "kernel", None)
         parent = kernel.get_parent() if kernel is not None and hasattr(kernel, "get_parent") else None
         return ((parent or {}).get("metadata") or {}).get("cellId")
-
-    def _wait(self, task: Task, watch: Watch, live: bool = False) -> Task:
-        """Stream the task's log into the cell until it ends; an interrupt detaches instead of cancelling."""
-        status = display.StatusLine(task, live)
-        try:
-            while not task.state.final:
-                try:
-                    event = watch.events.get(timeout=0.25)
-                except queue.Empty:
-                    status.update()
-                    continue
-                if event["type"] == "log":
-                    stream = sys.stderr if event["stream"] == "stderr" else sys.stdout
-                    stream.write(event["text"])
-                    stream.flush()
-                elif event["type"] == "task":
-                    task = Task.from_json(event["data"])
-                    status.update(task)
-        except KeyboardInterrupt:
-            raise display.TaskDetached(task) from None
-        if task.state is not State.COMPLETED:
-            raise display.RemoteTaskError(task)
-        return task
-
-    def _deliver(self, data: bytes) -> Any:
-        result = cloudpickle.loads(data)
-        namespace = self.shell.user_ns
-        namespace.update(result["outputs"])
-        for name in result["deleted"]:
-            namespace.pop(name, None)
-        return result["value"]
 
     # --------------------------------------------------------------------------- %remote
 
@@ -165,7 +184,7 @@ class RemoteMagics(Magics):
         command, args = words[0], words[1:]
         if command not in LINE_COMMANDS:
             raise UsageError(f"unknown command {command!r}; %remote takes: {', '.join(LINE_COMMANDS)}")
-        needs_task = command in ("logs", "cancel", "result")
+        needs_task = command in ("logs", "cancel", "result", "rerun")
         if needs_task and len(args) != 1:
             raise UsageError(f"%remote {command} TASK: name one task by its name or id")
         client = get_client()
@@ -191,8 +210,24 @@ class RemoteMagics(Magics):
         if task.state is not State.COMPLETED:
             if task.state.final:
                 raise display.RemoteTaskError(task)
-            raise UsageError(f"task {task.name!r} is {task.state.value}; ask again when it has completed")
+            raise UsageError(f"task {task.label!r} is {task.state.value}; ask again when it has completed")
         return cloudpickle.loads(client.result(task))["outputs"]
+
+    def _cmd_rerun(self, client: Any, ref: str) -> None:
+        tasks = client.rerun(ref)
+        ids = [t.id for t in tasks]
+        for future in futures_in(self.shell.user_ns).values():
+            if any(i in ids for i in future.submission.order):
+                future.submission.follow(ids)
+        names = ", ".join(dict.fromkeys(t.label for t in tasks))
+        print(f"re-running {len(tasks)} task(s): {names}")
+
+    def _cmd_graph(self, client: Any) -> Any:
+        from IPython.display import SVG
+
+        from .graph import render_svg
+
+        return SVG(render_svg(client.graph()))
 
     def _cmd_executors(self, client: Any) -> None:
         rows = [

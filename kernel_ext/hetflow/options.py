@@ -19,6 +19,9 @@ class CellOptions:
     cache: bool = True
     inputs: list[str] | None = None
     outputs: list[str] | None = None
+    wait: bool = True
+    after: list[str] = field(default_factory=list)
+    foreach: tuple[str, str] | None = None  # (the name each element is bound to, the expression to iterate)
     executor_options: dict[str, str] = field(default_factory=dict)
 
 

@@ -25,7 +25,7 @@ from hetflow_server.handlers import TASK_MEDIA_TYPE
 from hetflow_server.models import SpecError, Task, TaskSpec
 from hetflow_server.store import StoreError
 
-from .watch import Watch
+from .watch import FINAL, Watch
 
 EARLY_EVENTS = 2000  # events for tasks whose submission has not returned yet
 
@@ -153,49 +153,63 @@ class RemoteClient:
                 while len(self._early) > EARLY_EVENTS:
                     self._early.popitem(last=False)
                 return
-            if event["type"] == "task" and event["state"] in ("completed", "failed", "cancelled"):
+            if event["type"] == "task" and event["state"] in FINAL:
                 del self._watches[event["task"]]
         watch.deliver(event)
 
     def _resync(self, only: list[Watch] | None = None) -> None:
         """After (re)connecting: deliver what a waiting cell missed while no socket was open."""
         with self._lock:
-            watches = only if only is not None else list(self._watches.values())
-        for watch in watches:
+            followed = [(i, w) for i, w in self._watches.items() if only is None or w in only]
+        for task_id, watch in followed:
             try:
-                status, _, data = self.request("GET", f"tasks/{watch.task_id}/logs?offset={watch.offset}")
+                offset = watch.offset(task_id)
+                status, _, data = self.request("GET", f"tasks/{task_id}/logs?offset={offset}")
                 if status == 200 and data:
                     text = data.decode("utf-8", errors="replace")
-                    watch.deliver(
-                        {"type": "log", "task": watch.task_id, "stream": "stdout", "text": text, "offset": watch.offset}
-                    )
-                task = self.call("GET", f"tasks/{watch.task_id}")["task"]
+                    watch.deliver({"type": "log", "task": task_id, "stream": "stdout", "text": text, "offset": offset})
+                task = self.call("GET", f"tasks/{task_id}")["task"]
             except (EngineUnreachable, SpecError):
                 continue
-            if task["state"] in ("completed", "failed", "cancelled"):
+            if task["state"] in FINAL:
                 self._dispatch(
                     {"type": "task", "task": task["id"], "state": task["state"], "message": None, "data": task}
                 )
 
     # --------------------------------------------------------------------------- the client interface
 
-    def submit(self, spec: TaskSpec, payload: bytes) -> tuple[Task, bool, Watch | None]:
+    def submit(
+        self, spec: TaskSpec, payload: bytes, elements: list[bytes] | None = None
+    ) -> tuple[list[Task], bool, Watch | None]:
         self._connected.wait(timeout=5)
         generation = self._generation
-        body = json.dumps(spec.to_json()).encode() + b"\n" + payload
+        head = spec.to_json()
+        if elements is not None:
+            head["element_sizes"] = [len(e) for e in elements]
+        body = b"".join([json.dumps(head).encode(), b"\n", payload, *(elements or [])])
         reply = self.call("POST", "tasks", body, TASK_MEDIA_TYPE)
-        task = Task.from_json(reply["task"])
+        found = reply["tasks"] if "tasks" in reply else [reply["task"]]
+        tasks = [Task.from_json({"code": spec.code, **t}) for t in found]
         if reply["cached"]:
-            return task, True, None
-        watch = Watch(task.id)
+            return tasks, True, None
+        return tasks, False, self._follow([t.id for t in tasks if not t.state.final], generation)
+
+    def watch(self, task_ids: list[str]) -> Watch:
+        """Follow tasks already submitted (after a re-run)."""
+        return self._follow(task_ids, -1)
+
+    def _follow(self, task_ids: list[str], generation: int) -> Watch:
+        watch = Watch(task_ids)
         with self._lock:
-            self._watches[task.id] = watch
-            early = self._early.pop(task.id, [])
+            early = []
+            for task_id in task_ids:
+                self._watches[task_id] = watch
+                early.extend(self._early.pop(task_id, []))
         for event in early:
             self._dispatch(event)
         if generation != self._generation or not self._connected.is_set():
-            self._resync([watch])  # the socket dropped meanwhile: what it missed is fetched now
-        return task, False, watch
+            self._resync([watch])  # the socket dropped meanwhile (or the tasks are older): fetch what was missed
+        return watch
 
     def result(self, task: Task, inline: bytes | None = None) -> bytes:
         """The result pickle (as it came with the final event, or fetched), only if its hash is the recorded one."""
@@ -209,6 +223,32 @@ class RemoteClient:
                 f"the result of task {task.name!r} does not match its recorded hash; refusing to unpickle it"
             )
         return data
+
+    def group_results(self, ref: str) -> list[tuple[Task, bytes | None]]:
+        """Every element's result of a foreach in one request, each checked against its recorded hash."""
+        status, _, data = self.request("GET", f"tasks/{urllib.parse.quote(ref)}/results")
+        if status != 200:
+            raise SpecError(json.loads(data or b"{}").get("message", "no results"))
+        head, _, body = data.partition(b"\n")
+        found, offset = [], 0
+        for entry in json.loads(head):
+            size = entry.pop("size")
+            task = Task.from_json({"code": "", **entry})
+            blob = body[offset : offset + size] if size else None
+            offset += size
+            if blob is not None and hashlib.sha256(blob).hexdigest() != task.result_hash:
+                raise StoreError(
+                    f"the result of {task.label} does not match its recorded hash; refusing to unpickle it"
+                )
+            found.append((task, blob))
+        return found
+
+    def rerun(self, ref: str) -> list[Task]:
+        reply = self.call("POST", f"tasks/{urllib.parse.quote(ref)}/rerun", b"")
+        return [Task.from_json({"code": "", **t}) for t in reply["tasks"]]
+
+    def graph(self) -> dict[str, Any]:
+        return self.call("GET", "graph")
 
     def find(self, ref: str) -> Task:
         return Task.from_json(self.call("GET", f"tasks/{urllib.parse.quote(ref)}")["task"])

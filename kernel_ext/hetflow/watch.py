@@ -1,43 +1,78 @@
-"""A kernel's view of one running task: the events meant for it, in order, each log byte once."""
+"""A kernel's view of running tasks (one cell's task, or every element of a foreach): the events meant for them,
+in order, each log byte once, and their latest state."""
 
 from __future__ import annotations
 
 import base64
 import queue
+from collections.abc import Iterable
 from typing import Any
+
+from hetflow_server.models import Task
+
+FINAL = ("completed", "failed", "cancelled")
 
 
 class Watch:
-    """Fed from the engine's thread or the event socket's; read by the cell that waits.
+    """Fed from the engine's thread or the event socket's; drained by the kernel's main thread.
 
-    Log events carry their byte offset in the task's log: after a reconnect the missed range is fetched once and
+    Log events carry their byte offset in their task's log: after a reconnect the missed range is fetched once and
     anything already shown is skipped.
     """
 
-    def __init__(self, task_id: str):
-        self.task_id = task_id
+    def __init__(self, task_ids: Iterable[str] | None = None):
         self.events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-        self.offset = 0  # bytes of the log delivered so far
-        self.done = False
-        self.result: bytes | None = None  # a small result that came with the final event
+        self.offsets: dict[str, int] = {}  # bytes of each task's log delivered so far
+        self.ended: set[str] = set()
+        self.expected: set[str] | None = None  # None until the submission says which tasks to watch
+        self.results: dict[str, bytes] = {}  # small results that came with the final events
+        self.tasks: dict[str, Task] = {}  # the latest state of each task, as drained
+        if task_ids is not None:
+            self.expect(task_ids)
+
+    def expect(self, task_ids: Iterable[str]) -> None:
+        self.expected = set(task_ids)
+
+    @property
+    def done(self) -> bool:
+        return self.expected is not None and self.expected <= self.ended
+
+    def offset(self, task_id: str) -> int:
+        return self.offsets.get(task_id, 0)
 
     def deliver(self, event: dict[str, Any]) -> None:
-        if self.done:
+        task_id = event["task"]
+        if task_id in self.ended or (self.expected is not None and task_id not in self.expected):
             return
         if event["type"] == "log":
-            text = event["text"]
-            start = event.get("offset", self.offset)
+            text, have = event["text"], self.offset(task_id)
+            start = event.get("offset", have)
             data = text.encode("utf-8")
-            if start + len(data) <= self.offset:
+            if start + len(data) <= have:
                 return
-            if start < self.offset:
-                text = data[self.offset - start :].decode("utf-8", errors="replace")
-            self.offset = start + len(data)
+            if start < have:
+                text = data[have - start :].decode("utf-8", errors="replace")
+            self.offsets[task_id] = start + len(data)
             event = {**event, "text": text}
-        elif event["type"] == "task" and event["state"] in ("completed", "failed", "cancelled"):
-            self.done = True
+        elif event["type"] == "task" and event["state"] in FINAL:
+            self.ended.add(task_id)
             if "result_b64" in event:
-                self.result = base64.b64decode(event["result_b64"])
+                self.results[task_id] = base64.b64decode(event["result_b64"])
             elif isinstance(event.get("result"), bytes):
-                self.result = event["result"]
+                self.results[task_id] = event["result"]
         self.events.put(event)
+
+    def next(self, timeout: float | None) -> dict[str, Any] | None:
+        """The next event (None when none came within the timeout); task events update `tasks`."""
+        try:
+            event = self.events.get(timeout=timeout) if timeout else self.events.get_nowait()
+        except queue.Empty:
+            return None
+        if event["type"] == "task":
+            self.tasks[event["task"]] = Task.from_json(event["data"])
+        return event
+
+    def drain(self) -> None:
+        """Catch up with every event so far without waiting (log lines are dropped: nobody shows them)."""
+        while self.next(None) is not None:
+            pass

@@ -14,7 +14,7 @@ from .executors import Executor, executor_class
 from .models import SpecError, State, Task, TaskSpec, read_executor_options
 from .scheduler import Scheduler
 from .settings import Hetflow
-from .store import Store
+from .store import Store, sha256
 
 UNFINISHED = [State.PENDING, State.QUEUED, State.RUNNING]
 
@@ -80,36 +80,111 @@ class Engine:
             raise SpecError(f"executor {name!r} is not configured (configured: {known}); add it to c.Hetflow.executors")
         return name, read_executor_options(executor.kind, executor.options, spec.options)
 
-    async def submit(self, spec: TaskSpec, payload: bytes, listener: Listener | None = None) -> tuple[Task, bool]:
-        """Validate, then serve from the cache or create and queue the task. Returns (task, from_cache)."""
+    async def submit(
+        self,
+        spec: TaskSpec,
+        payload: bytes,
+        elements: list[bytes] | None = None,
+        listener: Listener | None = None,
+    ) -> tuple[list[Task], bool]:
+        """Validate, then serve from the cache or create and queue the task (one per element of a foreach).
+        Returns the tasks and whether all of them came from the cache."""
         executor, options = self._executor_for(spec)
-        key = cache_key(spec, executor, options)
-        if spec.cache:
-            cached = self.store.find_cached(key)
+        upstream = self._upstream(spec)
+        if spec.foreach is None:
+            if elements:
+                raise SpecError("elements were sent for a cell without foreach=")
+            key = cache_key(spec, executor, options, spec.inputs, upstream)
+            cached = self.store.find_cached(key) if spec.cache else None
             if cached is not None:
                 self.store.add_event(cached, "served from the cache")
-                return cached, True
-        task = Task(
+                return [cached], True
+            tasks = [self._new_task(spec, executor, options, key, payload, upstream)]
+            blobs = {}
+            self.store.put_blob(payload)
+        else:
+            tasks, blobs = self._elements(spec, executor, options, payload, elements or [], upstream)
+        if listener is not None:
+            for task in tasks:
+                self.events.subscribe(listener, task.id)
+        await self.scheduler.add(tasks, {tasks[0].payload_hash or "": payload, **blobs} if tasks else {})
+        return tasks, bool(tasks) and all(t.state is State.COMPLETED for t in tasks)
+
+    def _upstream(self, spec: TaskSpec) -> dict[str, Task]:
+        """The tasks this one depends on (by the futures it reads, and after=), by id."""
+        found: dict[str, Task] = {}
+        for name, (task_id, output) in spec.refs.items():
+            task = self.scheduler.lookup(task_id)
+            if task is None:
+                raise SpecError(f"input {name!r} is a future of task {task_id}, which this engine does not know")
+            if output not in task.outputs:
+                raise SpecError(f"input {name!r}: task {task.label} has no output {output!r}")
+            found[task.id] = task
+        for ref in spec.after:
+            task = self.find(ref)
+            found[task.id] = task
+        return found
+
+    def _new_task(
+        self,
+        spec: TaskSpec,
+        executor: str,
+        options: dict[str, Any],
+        key: str,
+        payload: bytes,
+        upstream: dict[str, Task],
+        **element: Any,
+    ) -> Task:
+        return Task(
             id=uuid.uuid4().hex[:12],
             name=spec.name,
             state=State.PENDING,
             executor=executor,
             options=options,
             code=spec.code,
-            inputs=spec.inputs,
+            inputs=dict(spec.inputs),
             outputs=spec.outputs,
             notebook=spec.notebook,
             cell_id=spec.cell_id,
             retries=spec.retries,
             timeout=spec.timeout,
+            deps=list(upstream),
+            refs=spec.refs,
             cache_key=key,
-            payload_hash=self.store.put_blob(payload),
+            payload_hash=sha256(payload),
             created=time.time(),
+            **element,
         )
-        if listener is not None:
-            self.events.subscribe(listener, task.id)
-        await self.scheduler.add(task, payload)
-        return task, False
+
+    def _elements(
+        self,
+        spec: TaskSpec,
+        executor: str,
+        options: dict[str, Any],
+        payload: bytes,
+        elements: list[bytes],
+        upstream: dict[str, Task],
+    ) -> tuple[list[Task], dict[str, bytes]]:
+        """One task per element of a foreach, each given its element; an element computed before (same code,
+        inputs and element) is a new task served from the cache at once."""
+        assert spec.foreach is not None
+        group, blobs, tasks = uuid.uuid4().hex[:12], {}, []
+        for n, element in enumerate(elements):
+            digest = sha256(element)
+            blobs[digest] = element
+            key = cache_key(spec, executor, options, {**spec.inputs, spec.foreach: digest}, upstream)
+            task = self._new_task(
+                spec, executor, options, key, payload, upstream, bound={spec.foreach: digest}, group_id=group, element=n
+            )
+            task.inputs[spec.foreach] = digest
+            cached = self.store.find_cached(key) if spec.cache else None
+            if cached is not None:
+                task.state, task.result_hash, task.attempts = State.COMPLETED, cached.result_hash, 0
+            tasks.append(task)
+        for data in blobs.values():
+            self.store.put_blob(data)
+        self.store.put_blob(payload)
+        return tasks, blobs
 
     def find(self, ref: str) -> Task:
         """A task by id, or the newest task of that name."""
@@ -129,28 +204,49 @@ class Engine:
     def history(self, ref: str) -> list[dict[str, Any]]:
         return self.store.events(self.find(ref).id)
 
+    def _targets(self, task: Task) -> list[Task]:
+        """A task, or every element of the foreach it belongs to."""
+        return self.store.group(task.group_id) if task.group_id else [task]
+
     async def cancel(self, ref: str) -> Task:
-        return await self.scheduler.cancel(self.find(ref))
-
-    async def retry(self, ref: str) -> Task:
-        """Run a failed or cancelled task again."""
+        """Stop a task (every unfinished element of a foreach) and what waits for it."""
         task = self.find(ref)
-        if task.state not in (State.FAILED, State.CANCELLED):
+        for target in self._targets(task):
+            await self.scheduler.cancel(target)
+        return self.scheduler.lookup(task.id) or task
+
+    async def retry(self, ref: str) -> list[Task]:
+        """Run a failed or cancelled task again (the failed elements of a foreach), then its dependents."""
+        task = self.find(ref)
+        targets = [t for t in self._targets(task) if t.state in (State.FAILED, State.CANCELLED)]
+        if not targets:
             raise SpecError(f"task {task.name!r} is {task.state.value}; only a failed or cancelled task is retried")
-        return await self.scheduler.rerun(task, "retried by the user")
+        return await self.scheduler.rerun(targets, "retried by the user")
 
-    async def rerun(self, ref: str) -> Task:
-        """Run a finished task again whatever its outcome, bypassing the cache."""
+    async def rerun(self, ref: str) -> list[Task]:
+        """Run a finished task again, bypassing the cache, then its dependents. Of a foreach, the elements that
+        failed or were cancelled run again, or all of them when none did."""
         task = self.find(ref)
-        if not task.state.final:
-            raise SpecError(f"task {task.name!r} is {task.state.value}; it can be re-run once it has ended")
-        return await self.scheduler.rerun(task, "re-run by the user")
+        targets = self._targets(task)
+        unfinished = [t for t in targets if not t.state.final]
+        if unfinished:
+            raise SpecError(f"task {unfinished[0].label!r} is {unfinished[0].state.value}; re-run it once it has ended")
+        failed = [t for t in targets if t.state in (State.FAILED, State.CANCELLED)]
+        return await self.scheduler.rerun(failed or targets, "re-run by the user")
 
-    def result(self, ref: str) -> tuple[Task, bytes]:
+    async def result(self, ref: str) -> tuple[Task, bytes]:
+        """A completed task's result pickle, fetched from its executor if it was kept there."""
         task = self.find(ref)
         if task.state is not State.COMPLETED or not task.result_hash:
-            raise SpecError(f"task {task.name!r} is {task.state.value}; it has no result")
-        return task, self.store.get_blob(task.result_hash)
+            raise SpecError(f"task {task.label!r} is {task.state.value}; it has no result")
+        return task, await self.scheduler.fetch(task)
+
+    async def group_results(self, ref: str) -> list[tuple[Task, bytes | None]]:
+        """Each element of the task's foreach (or the task alone) with its result, fetched where kept."""
+        tasks = self._targets(self.find(ref))
+        done = [t for t in tasks if t.state is State.COMPLETED and t.result_hash]
+        results = dict(zip([t.id for t in done], await self.scheduler.fetch_many(done), strict=True))
+        return [(task, results.get(task.id)) for task in tasks]
 
     def logs(self, ref: str, offset: int = 0, limit: int | None = None) -> bytes:
         """A byte range of the task's (masked) log."""
@@ -174,13 +270,20 @@ class Engine:
         return {name: executor.describe() for name, executor in self.executors.items()}
 
 
-def cache_key(spec: TaskSpec, executor: str, options: dict[str, Any]) -> str:
-    """Same code, same inputs, same outputs asked for, same executor and options: same result."""
+def cache_key(
+    spec: TaskSpec, executor: str, options: dict[str, Any], inputs: dict[str, str], upstream: dict[str, Task]
+) -> str:
+    """Same code, same inputs, same outputs asked for, same executor and options, same upstream computations:
+    same result."""
     material = {
         "code": spec.code,
-        "inputs": spec.inputs,
+        "inputs": inputs,
         "outputs": spec.outputs,
         "executor": executor,
         "options": options,
     }
+    if upstream:  # keys of tasks without dependencies stay as they were before dependencies existed
+        material["refs"] = {name: [upstream[t].cache_key, out] for name, (t, out) in spec.refs.items()}
+        data_deps = {task_id for task_id, _ in spec.refs.values()}
+        material["after"] = sorted(str(u.cache_key) for t, u in upstream.items() if t not in data_deps)
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()

@@ -20,7 +20,7 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web, websocket
 
 from .engine import Engine
-from .models import SpecError, State, TaskSpec
+from .models import SpecError, State, Task, TaskSpec
 from .store import StoreError
 from .transport import AccessError, TransportError
 
@@ -111,6 +111,13 @@ def check_spec(spec: TaskSpec) -> None:
         "executor": spec.executor is None or strings(spec.executor),
         "notebook": spec.notebook is None or strings(spec.notebook),
         "cell_id": spec.cell_id is None or strings(spec.cell_id),
+        "refs": isinstance(spec.refs, dict)
+        and all(
+            strings(name) and isinstance(ref, list) and len(ref) == 2 and all(map(strings, ref))
+            for name, ref in spec.refs.items()
+        ),
+        "after": isinstance(spec.after, list) and all(map(strings, spec.after)),
+        "foreach": spec.foreach is None or (strings(spec.foreach) and spec.foreach.isidentifier()),
     }
     bad = [name for name, ok in checks.items() if not ok]
     if bad:
@@ -164,18 +171,25 @@ class TasksHandler(HetflowHandler):
 
     @api("write")
     async def post(self) -> None:
-        """A submission: one line of JSON (the task spec), then the payload's bytes."""
+        """A submission: one line of JSON (the task spec, with `element_sizes` for a foreach), then the
+        payload's bytes, then each element's."""
         if self.request.headers.get("Content-Type", "") != TASK_MEDIA_TYPE:
             raise SpecError(f"submit a task as {TASK_MEDIA_TYPE}: a JSON line, then the payload")
-        head, _, payload = self.request.body.partition(b"\n")
+        head, _, body = self.request.body.partition(b"\n")
         try:
-            spec = TaskSpec(**json.loads(head))
+            fields = json.loads(head)
+            sizes = fields.pop("element_sizes", None) if isinstance(fields, dict) else None
+            spec = TaskSpec(**fields)
         except (TypeError, json.JSONDecodeError) as err:
             raise SpecError(f"bad task spec: {err}") from None
         check_spec(spec)
+        payload, elements = _split(body, sizes)
         spec.notebook = self._relative(spec.notebook)
-        task, cached = await self.engine.submit(spec, payload)
-        self.reply({"task": task.to_json(), "cached": cached}, 200 if cached else 201)
+        tasks, cached = await self.engine.submit(spec, payload, elements)
+        reply: dict[str, Any] = {"task": tasks[0].to_json() if tasks else None, "cached": cached}
+        if spec.foreach is not None:
+            reply["tasks"] = [_brief(t) for t in tasks]
+        self.reply(reply, 200 if cached else 201)
 
     def _relative(self, notebook: str | None) -> str | None:
         """Kernels know their notebook as an absolute path (JPY_SESSION_NAME); the UI wants it from the root."""
@@ -198,8 +212,10 @@ class TaskActionHandler(HetflowHandler):
 
     @api("write")
     async def post(self, ref: str, action: str) -> None:
-        task = await getattr(self.engine, action)(ref)
-        self.reply({"task": task.to_json()})
+        """cancel answers with the task; retry and rerun with every task that runs again."""
+        done = await getattr(self.engine, action)(ref)
+        tasks = done if isinstance(done, list) else [done]
+        self.reply({"task": tasks[0].to_json() if tasks else None, "tasks": [_brief(t) for t in tasks]})
 
 
 class TaskLogsHandler(HetflowHandler):
@@ -216,7 +232,7 @@ class TaskLogsHandler(HetflowHandler):
 class TaskResultHandler(HetflowHandler):
     @api("read")
     async def get(self, ref: str) -> None:
-        task, data = self.engine.result(ref)
+        task, data = await self.engine.result(ref)
         self.set_header("Content-Type", "application/octet-stream")
         self.set_header("X-Hetflow-Result-Hash", task.result_hash or "")
         self.finish(data)
@@ -299,6 +315,42 @@ class EventsSocket(_Access, JupyterHandler, websocket.WebSocketHandler):
             unsubscribe()
 
 
+class GroupResultsHandler(HetflowHandler):
+    @api("read")
+    async def get(self, ref: str) -> None:
+        """Every element's result of a foreach in one answer: a JSON line [{id, element, state, result_hash,
+        size}...], then the results' bytes one after the other (the kernel checks each hash)."""
+        found = await self.engine.group_results(ref)
+        index = [{**_brief(task), "size": len(data or b"")} for task, data in found]
+        self.set_header("Content-Type", "application/octet-stream")
+        self.write(json.dumps(index).encode() + b"\n")
+        for _, data in found:
+            if data:
+                self.write(data)
+        self.finish()
+
+
+def _split(body: bytes, sizes: Any) -> tuple[bytes, list[bytes] | None]:
+    """The payload and the elements of a submission body."""
+    if sizes is None:
+        return body, None
+    if not isinstance(sizes, list) or not all(isinstance(n, int) and n >= 0 for n in sizes):
+        raise SpecError("bad task spec: element_sizes must be a list of byte counts")
+    end = len(body) - sum(sizes)
+    if end < 0:
+        raise SpecError("bad task spec: element_sizes add up to more than the body")
+    elements, offset = [], end
+    for size in sizes:
+        elements.append(body[offset : offset + size])
+        offset += size
+    return body[:end], elements
+
+
+def _brief(task: Task) -> dict[str, Any]:
+    """A task without its code: answers about many tasks stay small."""
+    return {k: v for k, v in task.to_json().items() if k != "code"}
+
+
 def route_table() -> list[tuple[str, type]]:
     """Paths relative to the server's base_url; the extension app prefixes them."""
     task = r"hetflow/api/tasks/([A-Za-z0-9_.\-\[\]]+)"
@@ -306,9 +358,10 @@ def route_table() -> list[tuple[str, type]]:
         (r"hetflow/api/engine", EngineHandler),
         (r"hetflow/api/tasks", TasksHandler),
         (task, TaskHandler),
-        (task + r"/(cancel|retry|rerun)", TaskActionHandler),
+        (task + f"/({'|'.join(TaskActionHandler.ACTIONS)})", TaskActionHandler),
         (task + r"/logs", TaskLogsHandler),
         (task + r"/result", TaskResultHandler),
+        (task + r"/results", GroupResultsHandler),
         (r"hetflow/api/graph", GraphHandler),
         (r"hetflow/api/executors", ExecutorsHandler),
         (r"hetflow/api/executors/([A-Za-z0-9_.\-]+)/check", ExecutorCheckHandler),

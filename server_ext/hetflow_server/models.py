@@ -80,6 +80,20 @@ def parse_names(text: str) -> list[str]:
     return names
 
 
+def parse_refs(text: str) -> list[str]:
+    refs = [parse_name(n) for n in text.split(",") if n.strip()]
+    if not refs:
+        raise ValueError("name at least one task")
+    return refs
+
+
+def parse_foreach(text: str) -> tuple[str, str]:
+    name, sep, expr = text.partition(":")
+    if not sep or not name.strip().isidentifier() or not expr.strip():
+        raise ValueError("write NAME:EXPRESSION, the name each element is bound to and what to iterate over")
+    return name.strip(), expr.strip()
+
+
 def parse_name(text: str) -> str:
     text = text.strip()
     if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]]{1,100}", text):
@@ -121,6 +135,9 @@ COMMON_OPTIONS = option_table(
     Option("cache", parse_bool, "serve an unchanged cell (code, inputs, options) from the result cache", "false"),
     Option("inputs", parse_names, "names to send, instead of the automatic analysis (comma separated)", "x,y"),
     Option("outputs", parse_names, "names to bring back, instead of the automatic analysis", "result"),
+    Option("wait", parse_bool, "false: return at once; the outputs become futures that later cells can use", "false"),
+    Option("after", parse_refs, "start after these tasks (names or ids) completed, without their data", "a,b"),
+    Option("foreach", parse_foreach, "run the cell once per element, in parallel; outputs become lists", "x:range(10)"),
 )
 
 
@@ -154,6 +171,9 @@ class TaskSpec:
     cache: bool = True
     notebook: str | None = None
     cell_id: str | None = None
+    refs: dict[str, list[str]] = field(default_factory=dict)  # input name -> [upstream task id, its output]
+    after: list[str] = field(default_factory=list)  # tasks (names or ids) to wait for without their data
+    foreach: str | None = None  # the input each element is bound to; elements come with the payload
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,6 +194,10 @@ class Task:
     retries: int = 0
     timeout: float | None = None
     deps: list[str] = field(default_factory=list)  # ids of tasks this one waits for
+    refs: dict[str, list[str]] = field(default_factory=dict)  # input name -> [upstream task id, its output]
+    bound: dict[str, str] = field(default_factory=dict)  # input name -> hash of a value given per task
+    group_id: str | None = None  # the foreach this task is one element of
+    element: int | None = None  # its element's position in the foreach
     attempts: int = 0
     restarts: int = 0  # times re-run because its process died with the engine
     cache_key: str | None = None
@@ -185,7 +209,7 @@ class Task:
     started: float | None = None
     finished: float | None = None
 
-    JSON_COLUMNS = ("options", "inputs", "outputs", "deps", "error", "handle")
+    JSON_COLUMNS = ("options", "inputs", "outputs", "deps", "refs", "bound", "error", "handle")
 
     def to_json(self) -> dict[str, Any]:
         """A shallow copy (no deep copy as `asdict` makes: this runs for every event)."""
@@ -209,6 +233,11 @@ class Task:
         for col in cls.JSON_COLUMNS:
             data[col] = None if data[col] is None else json.loads(data[col])
         return cls.from_json(data)
+
+    @property
+    def label(self) -> str:
+        """Its name, with the element's index for one element of a foreach."""
+        return self.name if self.element is None else f"{self.name}[{self.element}]"
 
     @property
     def elapsed(self) -> float | None:

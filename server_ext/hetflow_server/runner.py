@@ -1,11 +1,13 @@
 """The program that runs a task wherever it goes. Stdlib + cloudpickle only: it is shipped as one file.
 
 A payload is a pickled dict: the cell's code and source, the input values (each a cloudpickle), the names to bring
-back. The runner executes the code in a fresh `__main__` namespace with stdout/stderr teed to a log, and answers
-with a result pickle (outputs, trailing value, deleted names) or an error description that needs no unpickling.
+back. A job is a payload with the inputs given per task: a foreach element, and upstream tasks' outputs (by the
+hash of the upstream result, read from a path or handed over as bytes). The runner executes the code in a fresh
+`__main__` namespace with stdout/stderr teed to a log, and answers with a result pickle (outputs, trailing value,
+deleted names) or an error description that needs no unpickling.
 
     python -m hetflow_server.runner serve CMD_FD EVENT_FD SPOOL   # a warm worker fed tasks over a pipe
-    python runner.py run DIR                                      # one task from DIR/task.payload (remote)
+    python runner.py run DIR                                      # one task from DIR/task.job (remote)
     python runner.py versions                                     # "PY_MAJOR.PY_MINOR CLOUDPICKLE_VERSION"
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import hashlib
 import io
 import json
 import linecache
@@ -98,22 +101,50 @@ def _pack_result(spec: dict[str, Any], namespace: dict[str, Any], value: Any, st
     return cloudpickle.dumps({"outputs": outputs, "value": value, "deleted": deleted}, protocol=5)
 
 
-def execute(payload: bytes, stdout: io.TextIOBase, stderr: io.TextIOBase) -> tuple[bytes | None, dict | None]:
-    """Run one payload; return (result pickle, None) or (None, error description)."""
+def _resolve_inputs(job: dict[str, Any], namespace: dict[str, Any], results: dict[str, Any]) -> None:
+    """The inputs a job brings besides its payload: per-task values, and outputs of upstream tasks (each upstream
+    result read once per pack, and only if it hashes to what the engine recorded)."""
+    for name, blob in job.get("bound", {}).items():
+        namespace[name] = _unpickle_input(name, blob)
+    for name, ref in job.get("refs", {}).items():
+        digest = ref["hash"]
+        if digest not in results:
+            source = ref["source"]
+            if isinstance(source, str):
+                with open(source, "rb") as fh:
+                    source = fh.read()
+            if hashlib.sha256(source).hexdigest() != digest:
+                raise TaskFailure("IntegrityError", f"the upstream result for {name!r} does not match its hash")
+            results[digest] = cloudpickle.loads(source)["outputs"]
+        outputs = results[digest]
+        if ref["output"] not in outputs:
+            raise TaskFailure("MissingInput", f"the upstream task did not produce {ref['output']!r} for {name!r}")
+        namespace[name] = outputs[ref["output"]]
+
+
+def _unpickle_input(name: str, blob: bytes) -> Any:
+    try:
+        return cloudpickle.loads(blob)
+    except Exception as err:
+        raise TaskFailure(
+            "UnpicklingError",
+            f"input {name!r} could not be unpickled here: {type(err).__name__}: {err} "
+            "(is the module that defines it installed where the task runs?)",
+        ) from None
+
+
+def execute(
+    job: dict[str, Any], stdout: io.TextIOBase, stderr: io.TextIOBase, results: dict[str, Any] | None = None
+) -> tuple[bytes | None, dict | None]:
+    """Run one job (a payload and its per-task inputs); return (result pickle, None) or (None, error)."""
     spec: dict[str, Any] = {}
     try:
-        spec = pickle.loads(payload)
+        spec = pickle.loads(job["payload"])
         _check_versions(spec)
         namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         for name, blob in spec["inputs"].items():
-            try:
-                namespace[name] = cloudpickle.loads(blob)
-            except Exception as err:
-                raise TaskFailure(
-                    "UnpicklingError",
-                    f"input {name!r} could not be unpickled here: {type(err).__name__}: {err} "
-                    "(is the module that defines it installed where the task runs?)",
-                ) from None
+            namespace[name] = _unpickle_input(name, blob)
+        _resolve_inputs(job, namespace, {} if results is None else results)
         filename = spec["filename"]
         source = spec["source"]
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
@@ -206,7 +237,9 @@ def _write_atomically(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def run_to_files(payload: bytes, base: str, emit: Callable[[str, str], None]) -> dict | None:
+def run_to_files(
+    job: dict[str, Any], base: str, emit: Callable[[str, str], None], results: dict[str, Any] | None = None
+) -> dict | None:
     """Run one task, its output handed to `emit` in batches; leave the outcome as `BASE.result` (the result
     pickle) and `BASE.done` (JSON {"error": ...}: the engine never unpickles what a remote side says), written
     atomically, the done file last."""
@@ -221,7 +254,7 @@ def run_to_files(payload: bytes, base: str, emit: Callable[[str, str], None]) ->
 
     pumper = threading.Thread(target=pump, daemon=True)
     pumper.start()
-    result, error = execute(payload, tees[0], tees[1])
+    result, error = execute(job, tees[0], tees[1], results)
     stop.set()
     pumper.join()
     for tee in tees:
@@ -240,9 +273,10 @@ def append_to(path: str) -> Callable[[str, str], None]:
     return emit
 
 
-def run_in_spool(channel: Channel, task_id: str, payload: bytes, spool: str) -> None:
+def run_in_spool(channel: Channel, job: dict[str, Any], spool: str, results: dict[str, Any]) -> None:
     """A warm worker's task: output goes to the engine, or to `TASK.log` once no engine listens; the outcome is
     always left in the spool before it is sent, so that an engine that died meanwhile finds it on restart."""
+    task_id = job["task"]
     base = os.path.join(spool, task_id)
     to_file = append_to(base + ".log")
 
@@ -250,29 +284,34 @@ def run_in_spool(channel: Channel, task_id: str, payload: bytes, spool: str) -> 
         if not channel.send({"op": "log", "task": task_id, "stream": stream, "text": text}):
             to_file(stream, text)
 
-    error = run_to_files(payload, base, emit)
+    error = run_to_files(job, base, emit, results)
     channel.send({"op": "done", "task": task_id, "error": error})
 
 
 def run_directory(directory: str) -> None:
-    """A task shipped to another machine: `DIR/task.payload` in; `DIR/task.log`, `.result`, `.done` out."""
+    """A task shipped to another machine: `DIR/task.job` (the runner's job, pickled) in; `DIR/task.log`,
+    `.result`, `.done` out."""
     base = os.path.join(directory, "task")
-    with open(base + ".payload", "rb") as fh:
-        payload = fh.read()
-    run_to_files(payload, base, append_to(base + ".log"))
+    with open(base + ".job", "rb") as fh:
+        job = pickle.load(fh)
+    run_to_files(job, base, append_to(base + ".log"))
 
 
 def serve(cmd_fd: int, event_fd: int, spool: str) -> None:
-    """Warm worker loop: one task at a time, fed over a pipe; exits when the engine closes it."""
+    """Warm worker loop: a pack of jobs at a time, run one after the other, fed over a pipe; exits when the engine
+    closes it."""
     channel = Channel(event_fd)
     channel.send({"op": "ready", "pid": os.getpid(), "cloudpickle": cloudpickle_version()})
     while True:
         try:
-            message = read_frame(cmd_fd)
+            jobs = read_frame(cmd_fd)["jobs"]
         except EOFError:
             return
-        channel.send({"op": "started", "task": message["task"]})
-        run_in_spool(channel, message["task"], message["payload"], spool)
+        results: dict[str, Any] = {}  # upstream results read once per pack
+        for job in jobs:
+            if not channel.send({"op": "started", "task": job["task"]}):
+                break  # the engine is gone: the pack's other jobs are still queued in its store
+            run_in_spool(channel, job, spool, results)
 
 
 def main(argv: list[str]) -> int:

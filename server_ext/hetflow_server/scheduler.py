@@ -1,5 +1,6 @@
-"""Moves tasks through their states: hands them to executors, retries with backoff, enforces timeouts, cancels,
-and picks up after an engine restart."""
+"""Moves tasks through their states: waits for dependencies, hands ready tasks to executors in batches, retries
+with backoff, enforces timeouts, cancels (and cancels what depended on a failure), re-runs, and picks up after an
+engine restart."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import IO, Any
 
 from .credentials import Credentials, StreamMasker
 from .events import Events
-from .executors import Executor, Job
+from .executors import Executor, Job, RemoteResult, Upstream
 from .models import State, Task
 from .settings import Hetflow
 from .store import Store, StoreError
@@ -54,22 +55,25 @@ class Scheduler:
     ):
         self.store, self.events, self.executors, self.settings = store, events, executors, settings
         self.credentials = credentials
-        self._live: dict[str, Task] = {}
+        self._live: dict[str, Task] = {}  # every unfinished task
+        self._waiting: dict[str, set[str]] = {}  # upstream id -> pending tasks that wait for it
+        self._recheck: dict[str, set[str]] = {}  # upstream id -> completed dependents to re-run if its result changes
+        self._ready: dict[str, list[Task]] = {}  # executor -> tasks to hand over together at the next turn
+        self._blobs: dict[str, bytes] = {}  # payloads and element values of new tasks, not read back from the store
+        self._handing_over = False
         self._logs: dict[str, _TaskLog] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[None]] = set()
 
+    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        job = asyncio.get_running_loop().create_task(work)
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
+
     def later(self, task_id: str, delay: float, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run `work` after `delay` seconds unless the task's timer is cleared first (cancel, completion)."""
-
         self._clear_timer(task_id)  # one timer per task: a stale timeout must not stop a new attempt
-
-        def fire() -> None:
-            job = asyncio.get_running_loop().create_task(work())
-            self._background.add(job)
-            job.add_done_callback(self._background.discard)
-
-        self._timers[task_id] = asyncio.get_running_loop().call_later(delay, fire)
+        self._timers[task_id] = asyncio.get_running_loop().call_later(delay, lambda: self.in_background(work()))
 
     def announce(self, task: Task, message: str | None = None, **extra: Any) -> None:
         self.events.publish(
@@ -84,41 +88,172 @@ class Scheduler:
         )
 
     def move(self, task: Task, state: State, message: str | None = None, *changed: str, **extra: Any) -> None:
-        if state.final:
-            self._close_log(task.id)
-        self.store.transition(task, state, message, *changed)
-        self.announce(task, message, **extra)
-        if state.final:
-            self._live.pop(task.id, None)
-            self._clear_timer(task.id)
-            self.events.forget(task.id)
+        self.move_many([task], state, message, *changed, **extra)
 
-    async def add(self, task: Task, payload: bytes) -> None:
-        """A new task: stored with its pending and queued events in one transaction, then handed on."""
+    def move_many(self, tasks: list[Task], state: State, message: str | None, *changed: str, **extra: Any) -> None:
+        if not tasks:
+            return
+        if state.final:
+            for task in tasks:
+                self._close_log(task.id)
+        self.store.transition_many(tasks, state, message, *changed)
+        for task in tasks:
+            self.announce(task, message, **extra)
+            if state.final:
+                self._live.pop(task.id, None)
+                self._clear_timer(task.id)
+                self.events.forget(task.id)
+            else:
+                self._live[task.id] = task
+
+    # --------------------------------------------------------------------------- admission
+
+    def lookup(self, task_id: str) -> Task | None:
+        return self._live.get(task_id) or self.store.get_task(task_id)
+
+    def _blockers(self, task: Task, known: dict[str, Task | None]) -> tuple[list[str], str | None]:
+        """The dependencies still to finish, or why the task can never run (an upstream failed)."""
+        unfinished = []
+        for dep in task.deps:
+            upstream = self._live.get(dep)
+            if upstream is None:
+                if dep not in known:
+                    known[dep] = self.store.get_task(dep)
+                upstream = known[dep]
+            if upstream is None:
+                return [], f"upstream task {dep} does not exist"
+            if upstream.state is State.FAILED or upstream.state is State.CANCELLED:
+                verb = "failed" if upstream.state is State.FAILED else "was cancelled"
+                return [], f"upstream {upstream.label} {verb}"
+            if upstream.state is not State.COMPLETED:
+                unfinished.append(dep)
+        return unfinished, None
+
+    async def add(self, tasks: list[Task], blobs: dict[str, bytes]) -> None:
+        """New tasks (one cell, or every element of a foreach): stored with their first events in one
+        transaction, then the ready ones handed over together."""
+        self._blobs.update(blobs)
+        rows: list[tuple[Task, list[State], str | None]] = []
+        known: dict[str, Task | None] = {}
+        now = time.time()
+        for task in tasks:
+            if task.state is State.COMPLETED:  # an element served from the cache
+                task.finished = now
+                rows.append((task, [State.COMPLETED], "served from the cache"))
+                continue
+            waiting, reason = self._blockers(task, known)
+            if reason:
+                task.state, task.finished = State.CANCELLED, now
+                task.error = {"type": "UpstreamFailed", "message": reason}
+                rows.append((task, [State.PENDING, State.CANCELLED], reason))
+            elif waiting:
+                self._wait_for(task, waiting)
+                rows.append((task, [State.PENDING], f"waiting for {len(waiting)} upstream task(s)"))
+            else:
+                task.state, task.attempts = State.QUEUED, 1
+                self._live[task.id] = task
+                self._ready.setdefault(task.executor, []).append(task)
+                rows.append((task, [State.PENDING, State.QUEUED], None))
+        self.store.insert_tasks(rows)
+        for task, _, message in rows:
+            self.announce(task, message)
+            if task.state.final:
+                self.events.forget(task.id)
+        self._hand_over_soon()
+
+    def _wait_for(self, task: Task, upstream: list[str]) -> None:
+        task.state = State.PENDING
         self._live[task.id] = task
-        task.state, task.attempts = State.QUEUED, 1
-        self.store.insert_task(task, State.PENDING, State.QUEUED)
-        self.announce(task)
-        await self._submit(task, payload)
+        for dep in upstream:
+            self._waiting.setdefault(dep, set()).add(task.id)
+
+    def _make_ready(self, tasks: list[Task]) -> None:
+        for task in tasks:
+            task.attempts += 1
+            task.handle = None  # a new attempt: the last one's job is no longer this task's
+        self.move_many(tasks, State.QUEUED, None, "attempts", "handle")
+        for task in tasks:
+            self._ready.setdefault(task.executor, []).append(task)
+        self._hand_over_soon()
 
     async def enqueue(self, task: Task) -> None:
-        self._live[task.id] = task
-        task.attempts += 1
-        task.handle = None  # a new attempt: the last one's job is no longer this task's
-        self.move(task, State.QUEUED, None, "attempts", "handle")
-        try:
-            payload = self.store.get_blob(task.payload_hash or "")
-        except StoreError as err:
-            self._fail(task, {"type": "StoreError", "message": str(err)})
-            return
-        await self._submit(task, payload)
+        self._make_ready([task])
 
-    async def _submit(self, task: Task, payload: bytes) -> None:
-        job = Job(task.id, payload, task.options)
-        try:
-            await self.executors[task.executor].submit([job])
-        except Exception as err:
-            self.finished(task.id, None, {"type": type(err).__name__, "message": f"submission failed: {err}"})
+    def _hand_over_soon(self) -> None:
+        """Tasks made ready in one turn of the loop go to their executor in one call (packing)."""
+        if self._ready and not self._handing_over:
+            self._handing_over = True
+            asyncio.get_running_loop().call_soon(lambda: self.in_background(self._hand_over()))
+
+    async def _hand_over(self) -> None:
+        self._handing_over = False
+        ready, self._ready = self._ready, {}
+        for name, tasks in ready.items():
+            jobs = []
+            for task in tasks:
+                if task.state is not State.QUEUED:  # cancelled meanwhile
+                    continue
+                try:
+                    jobs.append(await self._job(task))
+                except (StoreError, LookupError, OSError) as err:
+                    self._fail(task, {"type": type(err).__name__, "message": str(err)})
+            if not jobs:
+                continue
+            try:
+                await self.executors[name].submit(jobs)
+            except Exception as err:
+                error = {"type": type(err).__name__, "message": f"submission failed: {err}"}
+                for job in jobs:
+                    self.finished(job.task_id, None, error)
+        self._blobs.clear()
+
+    def _blob(self, digest: str) -> bytes:
+        return self._blobs.get(digest) or self.store.get_blob(digest)
+
+    async def _job(self, task: Task) -> Job:
+        refs: dict[str, Upstream] = {}
+        for name, (upstream_id, output) in task.refs.items():
+            upstream = self.lookup(upstream_id)
+            if upstream is None or not upstream.result_hash:
+                raise LookupError(f"upstream task {upstream_id} has no result")
+            digest = upstream.result_hash
+            kept = self.executors.get(upstream.executor)
+            stays = upstream.executor == task.executor and kept is not None and kept.holds(upstream.id)
+            if not stays and not self.store.has_blob(digest):
+                await self.fetch(upstream)
+            path = self.store.blob_path(digest) if self.store.has_blob(digest) else None
+            refs[name] = Upstream(upstream.id, output, digest, upstream.executor, path)
+            task.inputs[name] = digest  # what this run used: a re-run upstream with a new result re-runs this
+        if refs:
+            self.store.update_task(task, "inputs")
+        bound = {name: self._blob(digest) for name, digest in task.bound.items()}
+        return Job(task.id, self._blob(task.payload_hash or ""), task.options, bound, refs)
+
+    async def fetch(self, task: Task) -> bytes:
+        return (await self.fetch_many([task]))[0]
+
+    async def fetch_many(self, tasks: list[Task]) -> list[bytes]:
+        """Results, with those their executor kept where they were computed brought into the store first (one
+        round trip per executor; every hash checked)."""
+        kept: dict[str, list[Task]] = {}
+        for task in tasks:
+            assert task.result_hash
+            if not self.store.has_blob(task.result_hash):
+                executor = self.executors.get(task.executor)
+                if executor is None or not executor.holds(task.id):
+                    raise StoreError(
+                        f"the result of {task.label} was kept by the {task.executor} executor and is gone (the "
+                        f"cluster or the engine restarted); %remote rerun {task.name} computes it again"
+                    )
+                kept.setdefault(task.executor, []).append(task)
+        for name, waiting in kept.items():
+            for task, data in zip(
+                waiting, await self.executors[name].fetch_results([t.id for t in waiting]), strict=True
+            ):
+                if self.store.put_blob(data) != task.result_hash:
+                    raise StoreError(f"the result of {task.label} from {task.executor} does not match its hash")
+                self.store.add_event(task, f"result fetched from {task.executor} ({len(data)} bytes)")
+        return [self.store.get_blob(task.result_hash or "") for task in tasks]
 
     async def recover(self, task: Task) -> None:
         """A task the previous engine left unfinished: follow it if it runs, queue it again if it never did."""
@@ -136,7 +271,21 @@ class Scheduler:
         else:
             if task.state is State.QUEUED:
                 task.attempts -= 1  # it never started
-            await self.enqueue(task)
+            self._admit([task])
+
+    def _admit(self, tasks: list[Task]) -> None:
+        """Pending tasks: ready, waiting for upstream tasks, or cancelled because one failed."""
+        ready: list[Task] = []
+        known: dict[str, Task | None] = {}
+        for task in tasks:
+            waiting, reason = self._blockers(task, known)
+            if reason:
+                self._end_unrun([task], reason)
+            elif waiting:
+                self._wait_for(task, waiting)
+            else:
+                ready.append(task)
+        self._make_ready(ready)
 
     # --------------------------------------------------------------------------- reporter
 
@@ -175,20 +324,25 @@ class Scheduler:
         if log is not None:
             self._publish_log(task_id, "stdout", *log.close())
 
-    def finished(self, task_id: str, result: bytes | Path | None, error: dict[str, str] | None) -> None:
+    def finished(self, task_id: str, result: bytes | Path | RemoteResult | None, error: dict[str, str] | None) -> None:
         task = self._live.get(task_id)
         if task is None or task.state.final:
             return  # cancelled meanwhile: a late report changes nothing
         self._clear_timer(task_id)
         if error is None and result is not None:
-            if isinstance(result, Path):
-                task.result_hash, result = self.store.adopt_blob(result)
+            inline: dict[str, Any] = {}
+            if isinstance(result, RemoteResult):
+                task.result_hash = result.digest
             else:
-                task.result_hash = self.store.put_blob(result)
+                if isinstance(result, Path):
+                    task.result_hash, result = self.store.adopt_blob(result)
+                else:
+                    task.result_hash = self.store.put_blob(result)
+                # small results ride along with the event, so a waiting kernel need not fetch them
+                inline = {"result": result} if len(result) <= INLINE_RESULT else {}
             task.error, task.finished = None, time.time()
-            # small results ride along with the event, so a waiting kernel need not fetch them
-            inline = {"result": result} if len(result) <= INLINE_RESULT else {}
             self.move(task, State.COMPLETED, None, "result_hash", "error", "finished", **inline)
+            self._release(task)
             return
         error = error or {"type": "Error", "message": "the executor returned no result"}
         masked = {key: self.credentials.mask(str(value)) for key, value in error.items()}
@@ -218,6 +372,53 @@ class Scheduler:
     def _fail(self, task: Task, error: dict[str, str]) -> None:
         task.error, task.finished = error, time.time()
         self.move(task, State.FAILED, f"{error['type']}: {error['message']}", "error", "finished")
+        self._cascade(task, f"upstream {task.label} failed")
+
+    # --------------------------------------------------------------------------- dependencies
+
+    def _release(self, task: Task) -> None:
+        """A task completed: start what waited only for it, and re-run completed dependents it changed."""
+        ready: list[Task] = []
+        known: dict[str, Task | None] = {}
+        for waiting_id in sorted(self._waiting.pop(task.id, ())):
+            waiting = self._live.get(waiting_id)
+            if waiting is None or waiting.state is not State.PENDING:
+                continue
+            unfinished, reason = self._blockers(waiting, known)
+            if reason:
+                self._end_unrun([waiting], reason)
+            elif not unfinished:
+                ready.append(waiting)
+        self._make_ready(ready)
+        stale = []
+        for dependent_id in self._recheck.pop(task.id, ()):
+            dependent = self.store.get_task(dependent_id)
+            if dependent is None or dependent.state is not State.COMPLETED:
+                continue
+            used = {dependent.inputs.get(name) for name, (up, _) in dependent.refs.items() if up == task.id}
+            if used != {task.result_hash} and used:
+                stale.append(dependent)
+        if stale:
+            self.in_background(self.rerun(stale, f"upstream {task.label} changed"))
+
+    def _cascade(self, task: Task, reason: str) -> None:
+        """Everything that waits (directly or not) for a task that will not complete ends cancelled, unrun."""
+        doomed, frontier = [], [task.id]
+        while frontier:
+            for waiting_id in sorted(self._waiting.pop(frontier.pop(), ())):
+                waiting = self._live.get(waiting_id)
+                if waiting is not None and waiting.state is State.PENDING and waiting not in doomed:
+                    doomed.append(waiting)
+                    frontier.append(waiting_id)
+        self._end_unrun(doomed, reason)
+
+    def _end_unrun(self, tasks: list[Task], reason: str) -> None:
+        now = time.time()
+        for task in tasks:
+            task.finished, task.error = now, {"type": "UpstreamFailed", "message": reason}
+        self.move_many(tasks, State.CANCELLED, reason, "finished", "error")
+        for task in tasks:
+            self._cascade(task, reason)
 
     # --------------------------------------------------------------------------- control
 
@@ -245,18 +446,39 @@ class Scheduler:
                 message += f" (stopping it on {live.executor} failed: {err})"
         live.finished = time.time()
         self.move(live, State.CANCELLED, message, "finished")
+        self._cascade(live, f"upstream {live.label} was cancelled")
         return live
 
-    async def rerun(self, task: Task, message: str) -> Task:
-        """Run a finished task again under the same id (its new result replaces the old)."""
-        if not task.state.final:
-            return self._live.get(task.id, task)
-        task.error, task.finished, task.started, task.restarts, task.attempts = None, None, None, 0, 0
-        self.move(task, State.PENDING, message, "error", "finished", "started", "restarts")
-        await self.enqueue(task)
-        return task
+    async def rerun(self, tasks: list[Task], message: str) -> list[Task]:
+        """Run finished tasks again under their ids (new results replace the old), then what depends on them:
+        dependents that did not complete run again after them; completed ones only if an input changed."""
+        roots = [self._live.get(t.id, t) for t in tasks]
+        roots = [t for t in roots if t.state.final]
+        again: dict[str, Task] = {t.id: t for t in roots}
+        frontier = list(roots)
+        while frontier:
+            upstream = frontier.pop()
+            for dependent in self.store.dependents(upstream.id):
+                if dependent.id in again or dependent.id in self._live:
+                    continue
+                if dependent.state is State.COMPLETED:
+                    self._recheck.setdefault(upstream.id, set()).add(dependent.id)
+                else:
+                    again[dependent.id] = dependent
+                    frontier.append(dependent)
+        for task in again.values():
+            task.error, task.finished, task.started, task.restarts, task.attempts = None, None, None, 0, 0
+        root_ids = {t.id for t in roots}
+        self.move_many([t for t in again.values() if t.id in root_ids], State.PENDING, message, *_RESET)
+        dependents = [t for t in again.values() if t.id not in root_ids]
+        self.move_many(dependents, State.PENDING, "waiting for a re-run upstream task", *_RESET)
+        self._admit(sorted(again.values(), key=lambda t: t.created))
+        return list(again.values())
 
     def _clear_timer(self, task_id: str) -> None:
         timer = self._timers.pop(task_id, None)
         if timer is not None:
             timer.cancel()
+
+
+_RESET = ("error", "finished", "started", "restarts", "attempts")

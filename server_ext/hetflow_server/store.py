@@ -73,6 +73,7 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
         self._add_missing_columns()
+        self.db.execute("CREATE INDEX IF NOT EXISTS tasks_group ON tasks (group_id, element)")
 
     def _add_missing_columns(self) -> None:
         """A store written by an older hetflow gains the newer task fields, with their defaults."""
@@ -150,16 +151,22 @@ class Store:
 
     # ------------------------------------------------------------------------------------ tasks
 
-    def insert_task(self, task: Task, *states: State) -> None:
-        """A new task with its first state events, in one transaction."""
-        row = task.to_row()
+    def insert_tasks(self, tasks: list[tuple[Task, list[State], str | None]]) -> None:
+        """New tasks, each with its first state events (the last one with a message), in one transaction."""
         marks = ", ".join("?" for _ in _COLUMNS)
         now = time.time()
         with self._transaction():
-            self.db.execute(f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({marks})", [row[c] for c in _COLUMNS])
             self.db.executemany(
-                "INSERT INTO events (task_id, time, state, message) VALUES (?, ?, ?, NULL)",
-                [(task.id, now, state.value) for state in states],
+                f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({marks})",
+                [[row[c] for c in _COLUMNS] for row in (task.to_row() for task, _, _ in tasks)],
+            )
+            self.db.executemany(
+                "INSERT INTO events (task_id, time, state, message) VALUES (?, ?, ?, ?)",
+                [
+                    (task.id, now, state.value, message if n == len(states) - 1 else None)
+                    for task, states, message in tasks
+                    for n, state in enumerate(states)
+                ],
             )
 
     @contextlib.contextmanager
@@ -179,12 +186,23 @@ class Store:
 
     def transition(self, task: Task, state: State, message: str | None = None, *also: str) -> None:
         """Persist a state change (and any fields changed with it) with its event, in one transaction."""
-        task.state = state
+        self.transition_many([task], state, message, *also)
+
+    def transition_many(self, tasks: list[Task], state: State, message: str | None = None, *also: str) -> None:
+        """The same state change for many tasks, in one transaction."""
+        names = ("state", *also)
+        sets = ", ".join(f"{n} = ?" for n in names)
+        now = time.time()
         with self._transaction():
-            self.update_task(task, "state", *also)
-            self.db.execute(
+            rows = []
+            for task in tasks:
+                task.state = state
+                row = task.to_row()
+                rows.append([row[n] for n in names] + [task.id])
+            self.db.executemany(f"UPDATE tasks SET {sets} WHERE id = ?", rows)
+            self.db.executemany(
                 "INSERT INTO events (task_id, time, state, message) VALUES (?, ?, ?, ?)",
-                (task.id, time.time(), state.value, message),
+                [(task.id, now, state.value, message) for task in tasks],
             )
 
     def get_task(self, task_id: str) -> Task | None:
@@ -211,6 +229,16 @@ class Store:
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [Task.from_row(dict(r)) for r in self.db.execute(sql, args)]
+
+    def dependents(self, task_id: str) -> list[Task]:
+        """Tasks that wait for this one (its data or after=)."""
+        rows = self.db.execute("SELECT * FROM tasks WHERE deps LIKE ? ORDER BY created", (f'%"{task_id}"%',))
+        return [Task.from_row(dict(r)) for r in rows]
+
+    def group(self, group_id: str) -> list[Task]:
+        """The elements of one foreach, in element order."""
+        rows = self.db.execute("SELECT * FROM tasks WHERE group_id = ? ORDER BY element", (group_id,))
+        return [Task.from_row(dict(r)) for r in rows]
 
     def find_cached(self, cache_key: str) -> Task | None:
         row = self.db.execute(

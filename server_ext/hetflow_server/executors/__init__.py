@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib
 
 from ..models import SpecError
-from .base import Executor, Job, Reporter
+from .base import Executor, Job, RemoteResult, Reporter, Upstream
 
 KINDS = {
     "local": "hetflow_server.executors.local:LocalExecutor",
     "ssh": "hetflow_server.executors.ssh:SSHExecutor",
     "slurm": "hetflow_server.executors.slurm:SlurmExecutor",
+    "dask": "hetflow_server.executors.dask:DaskExecutor",
 }
 
 
@@ -22,4 +23,4 @@ def executor_class(kind: str) -> type[Executor]:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["KINDS", "Executor", "Job", "Reporter", "executor_class"]
+__all__ = ["KINDS", "Executor", "Job", "RemoteResult", "Reporter", "Upstream", "executor_class"]

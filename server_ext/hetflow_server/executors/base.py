@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from traitlets import HasTraits, Unicode
 
 from ..models import Option, SpecError
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An input that is another task's output: where that task ran and where its result is."""
+
+    task_id: str
+    output: str
+    result_hash: str
+    executor: str
+    path: Path | None  # the result in the engine's store; None while it is kept where it was computed
+
+
+@dataclass(frozen=True)
+class RemoteResult:
+    """A result left where it was computed (on a Dask cluster): its hash and size now, its bytes on demand."""
+
+    digest: str
+    size: int
 
 
 @dataclass
@@ -19,6 +38,18 @@ class Job:
     task_id: str
     payload: bytes
     options: dict[str, Any]
+    bound: dict[str, bytes] = field(default_factory=dict)  # input values given per task (a foreach element)
+    refs: dict[str, Upstream] = field(default_factory=dict)  # inputs that are upstream outputs
+
+    def envelope(self, sources: dict[str, bytes | str] | None = None) -> dict[str, Any]:
+        """What the runner takes: the payload with the per-task inputs. An upstream result is read from
+        `sources` (its bytes, or a path where the runner runs), else from the engine's store."""
+        sources = sources or {}
+        refs = {
+            name: {"hash": up.result_hash, "output": up.output, "source": sources.get(name, str(up.path))}
+            for name, up in self.refs.items()
+        }
+        return {"task": self.task_id, "payload": self.payload, "bound": self.bound, "refs": refs}
 
 
 class Reporter(Protocol):
@@ -31,8 +62,9 @@ class Reporter(Protocol):
 
     def log(self, task_id: str, stream: str, text: str) -> None: ...
 
-    def finished(self, task_id: str, result: bytes | Path | None, error: dict[str, str] | None) -> None:
-        """The task ended: its result pickle (bytes, or a file the store may move in) or the error."""
+    def finished(self, task_id: str, result: bytes | Path | RemoteResult | None, error: dict[str, str] | None) -> None:
+        """The task ended: its result pickle (bytes, a file the store may move in, or a result the executor
+        keeps) or the error."""
 
     def lost(self, task_id: str, reason: str) -> None:
         """The task's process is gone without an outcome (it died with a previous engine)."""
@@ -88,6 +120,14 @@ class Executor(HasTraits):
     async def cancel(self, task_id: str) -> None:
         """Stop the task wherever it is (queued here or running); no report follows."""
         raise NotImplementedError
+
+    async def fetch_results(self, task_ids: list[str]) -> list[bytes]:
+        """The bytes of results this executor kept (reported as RemoteResults), in one round trip."""
+        raise LookupError(f"the {self.kind} executor keeps no results")
+
+    def holds(self, task_id: str) -> bool:
+        """Whether this executor still keeps the task's result where it was computed."""
+        return False
 
     def describe(self) -> dict[str, Any]:
         """Kind, settings and health, for `%remote executors` and the API; never a secret."""

@@ -1,5 +1,9 @@
 """`local`: a pool of warm worker processes on this machine, fed over pipes (no interpreter start per task).
 
+Ready tasks go to a free worker in packs (one pipe message for many small tasks, sized so that every free worker
+gets a share); a worker runs its pack one task after the other. A cancelled task that has not started in its pack
+still runs there, its outcome ignored: only the running task is killed.
+
 Workers run in sessions of their own: a kernel interrupt never reaches them, and a task outlives an engine that
 dies. Each task leaves its outcome in the spool (`TASK.result`, `TASK.done`), so a restarted engine re-attaches to
 a still-running worker by its pid and picks the outcome up from there.
@@ -26,6 +30,7 @@ from ..runner import _HEADER
 from .base import Executor, Job
 
 REATTACH_POLL = 0.2
+PACK = 64  # most jobs in one pipe message to one worker
 
 
 class _Frames(asyncio.Protocol):
@@ -70,7 +75,8 @@ class _Worker:
         self.executor = executor
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready = False
-        self.task_id: str | None = None
+        self.task_id: str | None = None  # the task running now
+        self.pack: list[Job] = []  # the jobs handed to it that have not ended
         self._commands: asyncio.WriteTransport | None = None
 
     async def spawn(self) -> None:
@@ -90,20 +96,27 @@ class _Worker:
             lambda: _Frames(self._on_message, self._on_eof), os.fdopen(evt_r, "rb", buffering=0)
         )
 
-    def run(self, job: Job) -> None:
-        self.task_id = job.task_id
-        data = pickle.dumps({"task": job.task_id, "payload": job.payload}, protocol=5)
+    @property
+    def free(self) -> bool:
+        return self.ready and not self.pack
+
+    def run(self, jobs: list[Job]) -> None:
+        self.pack = jobs
+        # jobs of one foreach share their payload object: pickle writes it once per pack
+        data = pickle.dumps({"jobs": [job.envelope() for job in jobs]}, protocol=5)
         assert self._commands is not None
         self._commands.write(_HEADER.pack(len(data)) + data)
 
-    def kill(self) -> None:
-        """Stop the process and everything it started; what it was running is not reported."""
-        self.task_id = None
+    def kill(self) -> list[Job]:
+        """Stop the process and everything it started; returns the jobs of its pack that had not started."""
+        waiting = [job for job in self.pack if job.task_id != self.task_id]
+        self.task_id, self.pack = None, []
         self.ready = False
         if self.proc and self.proc.poll() is None:
             _kill_group(self.proc.pid)
         if self._commands:
             self._commands.close()
+        return waiting
 
     def _on_message(self, message: dict[str, Any]) -> None:
         op = message["op"]
@@ -111,11 +124,16 @@ class _Worker:
         if op == "ready":
             self.ready = True
         elif op == "started":
-            executor.reporter.started(message["task"], {"pid": self.proc.pid if self.proc else None})
+            self.task_id = message["task"]
+            handle: dict[str, Any] = {"pid": self.proc.pid if self.proc else None}
+            if len(self.pack) > 1:
+                handle["pack"] = f"{len(self.pack)} left in a pack on this worker"
+            executor.reporter.started(message["task"], handle)
         elif op == "log":
             executor.reporter.log(message["task"], message["stream"], message["text"])
         elif op == "done":
             self.task_id = None
+            self.pack = [job for job in self.pack if job.task_id != message["task"]]
             executor.collect(message["task"], message["error"])
         executor.dispatch()
 
@@ -154,11 +172,14 @@ class LocalExecutor(Executor):
         self.dispatch()
 
     def dispatch(self) -> None:
-        for worker in self._pool:
+        free = [worker for worker in self._pool if worker.free]
+        for n, worker in enumerate(free):
             if not self._queue:
                 return
-            if worker.ready and worker.task_id is None:
-                worker.run(self._queue.popleft())
+            # a fair share of the queue per free worker, at most PACK: small tasks cross the pipe together,
+            # a few long ones still spread over all workers
+            size = min(PACK, -(-len(self._queue) // (len(free) - n)))
+            worker.run([self._queue.popleft() for _ in range(size)])
 
     def collect(self, task_id: str, error: dict[str, str] | None) -> None:
         """Hand a finished task's spooled outcome to the scheduler and clear the spool."""
@@ -175,7 +196,7 @@ class LocalExecutor(Executor):
                 return
         for worker in self._pool:
             if worker.task_id == task_id:
-                worker.kill()
+                self._queue.extendleft(reversed(worker.kill()))
                 return
         pid = self._orphans.pop(task_id, None)
         if pid is not None:
@@ -214,7 +235,8 @@ class LocalExecutor(Executor):
         if self._closing:
             return
         proc = worker.proc
-        task_id, worker.task_id, worker.ready = worker.task_id, None, False
+        task_id = worker.task_id
+        self._queue.extendleft(reversed(worker.kill()))  # its pack's jobs that never started go to another
         if worker in self._pool:
             self._pool.remove(worker)
         if proc is not None:
@@ -236,7 +258,7 @@ class LocalExecutor(Executor):
             "workers": self.workers,
             "ready": ready,
             "busy": sum(w.task_id is not None for w in self._pool) + len(self._orphans),
-            "queued": len(self._queue),
+            "queued": len(self._queue) + sum(max(0, len(w.pack) - 1) for w in self._pool),
             "healthy": ready > 0 or any(w.proc and w.proc.poll() is None for w in self._pool),
         }
 
@@ -245,11 +267,11 @@ class LocalExecutor(Executor):
         self._closing = True
         self._orphans.clear()
         for worker in self._pool:
-            if worker.task_id is None:
+            if not worker.pack:
                 worker.kill()
             elif worker._commands:
                 worker._commands.close()
         for worker in self._pool:
-            if worker.proc is not None and worker.task_id is None:
+            if worker.proc is not None and not worker.pack:
                 worker.proc.wait(timeout=5)
         self._pool.clear()

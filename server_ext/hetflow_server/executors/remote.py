@@ -1,7 +1,7 @@
 """What the ssh and slurm executors share: a transport, a directory per task under a remote root, the runner
 shipped once, and one poll loop that follows every job with a single remote command per cycle.
 
-Remote layout: `ROOT/runner-HASH.py` (the stdlib + cloudpickle runner), and per task `ROOT/TASK/task.payload`,
+Remote layout: `ROOT/runner-HASH.py` (the stdlib + cloudpickle runner), and per task `ROOT/TASK/task.job`,
 `task.log`, `task.result`, `task.done` (JSON, written last). The done file is the task's own word on its outcome,
 so it is found even after the batch system forgot the job.
 """
@@ -13,6 +13,7 @@ import codecs
 import hashlib
 import json
 import logging
+import pickle
 import shlex
 import sys
 import uuid
@@ -160,7 +161,7 @@ class RemoteExecutor(Executor):
         remote = [RemoteJob(job.task_id, f"{self._root}/{job.task_id}-{uuid.uuid4().hex[:6]}") for job in jobs]
         await asyncio.gather(*(transport.mkdir(r.directory) for r in remote))
         await asyncio.gather(
-            *(transport.write(f"{r.directory}/task.payload", j.payload) for r, j in zip(remote, jobs, strict=True))
+            *(transport.write(f"{r.directory}/task.job", _shipped(j)) for r, j in zip(remote, jobs, strict=True))
         )
         for job, spec in zip(remote, jobs, strict=True):
             self._launching.add(job.task_id)
@@ -304,6 +305,16 @@ class RemoteExecutor(Executor):
         data = await transport.read(f"{job.directory}/{name}") or b""
         text = data[-1500:].decode(errors="replace").strip()
         return f"; its output ends with: {text}" if text else ""
+
+
+def _shipped(job: Job) -> bytes:
+    """The runner's job with upstream results inlined: the remote side cannot read the engine's store."""
+    sources: dict[str, bytes | str] = {}
+    for name, upstream in job.refs.items():
+        if upstream.path is None:
+            raise LaunchError(f"the result of upstream task {upstream.task_id} is not in the engine's store")
+        sources[name] = upstream.path.read_bytes()
+    return pickle.dumps(job.envelope(sources), protocol=5)
 
 
 def _file_report(job: RemoteJob) -> str:

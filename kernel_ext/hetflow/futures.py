@@ -1,0 +1,185 @@
+"""What stands in for a cell's outputs while its task runs: a submission (one task, or every element of a foreach)
+and one future per output. `wait=false` cells put futures in the namespace; before each cell, finished futures are
+swapped for their values, and a plain cell that reads an unfinished one waits for it first (interruptibly: the
+task goes on)."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from typing import Any
+
+import cloudpickle
+
+from hetflow_server.models import State, Task
+
+from . import display
+from .watch import Watch
+
+
+class Submission:
+    """One `%%remote` cell's tasks, followed through the engine's events; shared by its outputs' futures."""
+
+    def __init__(self, client: Any, tasks: list[Task], watch: Watch | None, outputs: list[str], foreach: bool):
+        self.client, self.watch, self.outputs, self.foreach = client, watch, outputs, foreach
+        self.order = [t.id for t in tasks]
+        self.tasks = {t.id: t for t in tasks}
+        self._outcome: tuple[dict[str, Any], Any] | None = None
+        self.deleted: list[str] = []  # names the cell deleted (a single task's)
+
+    @property
+    def first(self) -> Task:
+        return self.tasks[self.order[0]]
+
+    @property
+    def label(self) -> str:
+        return f"{self.first.name}[{len(self.order)}]" if self.foreach else self.first.name
+
+    def refresh(self) -> None:
+        if self.watch is not None:
+            self.watch.drain()
+            self.tasks.update(self.watch.tasks)
+
+    def done(self) -> bool:
+        self.refresh()
+        return all(t.state.final for t in self.tasks.values())
+
+    def counts(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for task in self.tasks.values():
+            found[task.state.value] = found.get(task.state.value, 0) + 1
+        return found
+
+    def state(self) -> str:
+        self.refresh()
+        if not self.foreach:
+            return self.first.state.value
+        return ", ".join(f"{n} {s}" for s, n in sorted(self.counts().items()))
+
+    def follow(self, task_ids: list[str]) -> None:
+        """Some of its tasks run again (a re-run): follow them anew."""
+        self.watch = self.client.watch([i for i in self.order if i in task_ids])
+        self._outcome = None
+
+    def wait(self, live: bool = False) -> None:
+        """Stream the tasks' logs into the cell until they end; an interrupt detaches (the tasks go on)."""
+        status = display.StatusLine(self.first, live and not self.foreach)
+        watch = self.watch
+        try:
+            while watch is not None and not (watch.done and watch.events.empty()):
+                event = watch.next(0.25)
+                if event is None:
+                    status.update(counts=self.counts() if self.foreach else None)
+                elif event["type"] == "log":
+                    stream = sys.stderr if event["stream"] == "stderr" else sys.stdout
+                    task = self.tasks.get(event["task"])
+                    prefix = f"[{task.element}] " if self.foreach and task is not None else ""
+                    stream.write(prefix + event["text"] if prefix else event["text"])
+                    stream.flush()
+                else:
+                    self.tasks[event["task"]] = watch.tasks[event["task"]]
+                    status.update(self.tasks[event["task"]], self.counts() if self.foreach else None)
+        except KeyboardInterrupt:
+            raise display.TaskDetached(self.first) from None
+        self.refresh()
+
+    def values(self, live: bool = False) -> tuple[dict[str, Any], Any]:
+        """(outputs, the cell's value), waiting if need be; a failure raises it with its remote traceback."""
+        if self._outcome is None:
+            self.wait(live)
+            failed = [t for t in (self.tasks[i] for i in self.order) if t.state is not State.COMPLETED]
+            if failed:
+                raise display.RemoteTaskError(failed[0], len(failed), len(self.order) if self.foreach else None)
+            self._outcome = self._group_values() if self.foreach else self._task_values()
+        return self._outcome
+
+    def _task_values(self) -> tuple[dict[str, Any], Any]:
+        task = self.first
+        inline = self.watch.results.get(task.id) if self.watch is not None else None
+        result = cloudpickle.loads(self.client.result(task, inline))
+        self.deleted = result["deleted"]
+        return result["outputs"], result["value"]
+
+    def _group_values(self) -> tuple[dict[str, Any], Any]:
+        results = [cloudpickle.loads(data) for _, data in self.client.group_results(self.first.id) if data]
+        outputs = {name: [r["outputs"].get(name) for r in results] for name in self.outputs}
+        values = [r["value"] for r in results]
+        return outputs, values if any(v is not None for v in values) else None
+
+
+class Future:
+    """A `wait=false` cell's output until its task ends. `.result()` waits for it; a finished future is replaced
+    by its value before the next cell runs."""
+
+    def __init__(self, submission: Submission, output: str):
+        self.submission, self.output = submission, output
+
+    @property
+    def task_id(self) -> str:
+        return self.submission.first.id
+
+    def done(self) -> bool:
+        return self.submission.done()
+
+    def failed(self) -> bool:
+        return self.done() and any(t.state is not State.COMPLETED for t in self.submission.tasks.values())
+
+    def result(self) -> Any:
+        return self.submission.values()[0][self.output]
+
+    def __repr__(self) -> str:
+        task = self.submission.first
+        return (
+            f"<hetflow future {self.output!r}: task {self.submission.label!r} ({task.id}) "
+            f"{self.submission.state()} on {task.executor}>"
+        )
+
+
+def futures_in(namespace: dict[str, Any]) -> dict[str, Future]:
+    return {name: value for name, value in namespace.items() if isinstance(value, Future)}
+
+
+def swap_finished(namespace: dict[str, Any]) -> None:
+    """Before a cell: every future whose task completed becomes its value (a failed one stays, to raise when
+    used)."""
+    for name, future in futures_in(namespace).items():
+        if future.done() and not future.failed():
+            try:
+                namespace[name] = future.result()
+            except Exception as err:  # keep the future: using it raises the same error where it matters
+                print(f"hetflow: {name} stays a future: {err}", file=sys.stderr)
+
+
+def resolve(names: list[str]) -> None:
+    """Inserted at the top of a plain cell that reads futures: wait for them, and bind their values."""
+    from IPython import get_ipython
+
+    namespace = get_ipython().user_ns
+    for name in names:
+        value = namespace.get(name)
+        if isinstance(value, Future):
+            namespace[name] = value.result()
+
+
+class AwaitFutures(ast.NodeTransformer):
+    """An IPython AST transformer: a cell that reads unfinished futures first waits for them (a `%%remote` cell
+    is a call of the magic here and reads none: its futures become dependencies instead). Using the future's own
+    API (`fut.done()`, `fut.result()`, `repr` through `fut.__repr__()`) does not wait."""
+
+    def __init__(self, namespace: dict[str, Any]):
+        self.namespace = namespace
+
+    def visit_Module(self, node: ast.Module) -> ast.Module:
+        api = {id(n.value) for n in ast.walk(node) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
+        read = {
+            n.id
+            for n in ast.walk(node)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and id(n) not in api  # fut.done() waits not
+        }
+        pending = sorted(name for name in read if isinstance(self.namespace.get(name), Future))
+        if pending and node.body:
+            call = ast.parse(f"__import__('hetflow.futures', fromlist=['resolve']).resolve({pending!r})").body[0]
+            for sub in ast.walk(call):
+                ast.copy_location(sub, node.body[0])
+            node.body.insert(0, call)
+        return node
