@@ -85,6 +85,9 @@ def test_diamond_runs_each_task_once_and_the_join_last(kernel: Kernel, tmp_path:
     order = lines(runs)
     assert sorted(order) == ["A", "B", "C", "D"] and order[0] == "A" and order[-1] == "D"
     assert len(info(kernel, "dm_d")["deps"]) == 2
+    graph = kernel.run("%remote graph").check()
+    svg = next(o.content["data"]["image/svg+xml"] for o in graph.outputs if o.msg_type == "execute_result")
+    assert all(f">{name}<" in svg for name in ("dm_a", "dm_b", "dm_c", "dm_d")), svg[:500]
 
 
 def test_failing_task_cancels_its_dependents_and_rerun_runs_only_it_and_them(kernel: Kernel, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from hetflow_server.models import State, Task
 
 STATUS_DELAY = 0.5  # a quick task shows no status line, like a progress bar with a delay
+STATUS_INTERVAL = 0.2
 STATUS_MIME = "application/vnd.hetflow.task+json"  # rendered live, with a Cancel button, by the lab extension
 
 
@@ -78,14 +79,24 @@ class StatusLine:
     def __init__(self, task: Task, live: bool = False):
         self.task = task
         self.live = live  # the front end can reach the engine (server mode): offer the live, cancellable line
-        self._since = time.monotonic()
+        self._since = self._shown = time.monotonic()
         self._handle: Any = None
 
+    @property
+    def shown(self) -> bool:
+        return self._handle is not None
+
+    def due(self) -> bool:
+        clock = time.monotonic()
+        return clock - self._since >= STATUS_DELAY if self._handle is None else clock - self._shown >= STATUS_INTERVAL
+
     def update(self, task: Task | None = None, counts: dict[str, int] | None = None, now: bool = False) -> None:
+        """Show the latest state: at most every STATUS_INTERVAL (thousands of tasks may end in a second)."""
         if task is not None:
             self.task = task
-        if self._handle is None and time.monotonic() - self._since < STATUS_DELAY and not now:
+        if not (now or self.due()):
             return
+        self._shown = time.monotonic()
         from IPython.display import display
 
         text: dict[str, Any] = {"text/plain": describe(self.task, counts)}

@@ -14,6 +14,7 @@ import cloudpickle
 from hetflow_server.models import State, Task
 
 from . import display
+from .display import STATUS_INTERVAL
 from .watch import Watch
 
 
@@ -67,7 +68,7 @@ class Submission:
         watch = self.watch
         try:
             while watch is not None and not (watch.done and watch.events.empty()):
-                event = watch.next(0.25)
+                event = watch.next(STATUS_INTERVAL)
                 if event is None:
                     status.update(counts=self.counts() if self.foreach else None)
                 elif event["type"] == "log":
@@ -77,11 +78,16 @@ class Submission:
                     stream.write(prefix + event["text"] if prefix else event["text"])
                     stream.flush()
                 else:
-                    self.tasks[event["task"]] = watch.tasks[event["task"]]
-                    status.update(self.tasks[event["task"]], self.counts() if self.foreach else None)
+                    self.tasks[event["task"]] = task = watch.tasks[event["task"]]
+                    if not self.foreach:
+                        status.update(task)
+                    elif status.due():
+                        status.update(counts=self.counts())
         except KeyboardInterrupt:
             raise display.TaskDetached(self.first) from None
         self.refresh()
+        if status.shown:  # the last word: the final state
+            status.update(self.first, self.counts() if self.foreach else None, now=True)
 
     def values(self, live: bool = False) -> tuple[dict[str, Any], Any]:
         """(outputs, the cell's value), waiting if need be; a failure raises it with its remote traceback."""

@@ -223,6 +223,13 @@ class Task:
             row[col] = None if row[col] is None else json.dumps(row[col])
         return row
 
+    def column(self, name: str) -> Any:
+        """One field as the store keeps it."""
+        if name == "state":
+            return self.state.value
+        value = getattr(self, name)
+        return json.dumps(value) if name in self.JSON_COLUMNS and value is not None else value
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Task:
         return cls(**{**data, "state": State(data["state"])})

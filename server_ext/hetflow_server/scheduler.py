@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,6 +62,7 @@ class Scheduler:
         self._ready: dict[str, list[Task]] = {}  # executor -> tasks to hand over together at the next turn
         self._blobs: dict[str, bytes] = {}  # payloads and element values of new tasks, not read back from the store
         self._handing_over = False
+        self._held: list[Callable[[], None]] | None = None  # announcements held until the batch is committed
         self._logs: dict[str, _TaskLog] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -75,8 +77,31 @@ class Scheduler:
         self._clear_timer(task_id)  # one timer per task: a stale timeout must not stop a new attempt
         self._timers[task_id] = asyncio.get_running_loop().call_later(delay, lambda: self.in_background(work()))
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many reports in one commit (an executor that learns of many tasks at once): the announcements wait
+        for it, so that nothing is announced before it is stored."""
+        if self._held is not None:
+            yield
+            return
+        self._held = []
+        try:
+            with self.store.transaction():
+                yield
+        finally:
+            held, self._held = self._held, None
+        for announce in held:
+            announce()
+
+    def _say(self, announce: Callable[[], None]) -> None:
+        """Announce now, or once the batch being stored is committed."""
+        if self._held is None:
+            announce()
+        else:
+            self._held.append(announce)
+
     def announce(self, task: Task, message: str | None = None, **extra: Any) -> None:
-        self.events.publish(
+        self._publish(
             {
                 "type": "task",
                 "task": task.id,
@@ -86,6 +111,9 @@ class Scheduler:
                 **extra,
             }
         )
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        self._say(functools.partial(self.events.publish, event))
 
     def move(self, task: Task, state: State, message: str | None = None, *changed: str, **extra: Any) -> None:
         self.move_many([task], state, message, *changed, **extra)
@@ -102,7 +130,7 @@ class Scheduler:
             if state.final:
                 self._live.pop(task.id, None)
                 self._clear_timer(task.id)
-                self.events.forget(task.id)
+                self._say(functools.partial(self.events.forget, task.id))  # after its last word
             else:
                 self._live[task.id] = task
 
@@ -158,7 +186,7 @@ class Scheduler:
         for task, _, message in rows:
             self.announce(task, message)
             if task.state.final:
-                self.events.forget(task.id)
+                self._say(functools.partial(self.events.forget, task.id))
         self._hand_over_soon()
 
     def _wait_for(self, task: Task, upstream: list[str]) -> None:
@@ -317,7 +345,7 @@ class Scheduler:
     def _publish_log(self, task_id: str, stream: str, offset: int, text: str) -> None:
         """Log events carry their byte offset in the task's log, so a client that reconnects resumes exactly."""
         if text:
-            self.events.publish({"type": "log", "task": task_id, "stream": stream, "text": text, "offset": offset})
+            self._publish({"type": "log", "task": task_id, "stream": stream, "text": text, "offset": offset})
 
     def _close_log(self, task_id: str) -> None:
         log = self._logs.pop(task_id, None)

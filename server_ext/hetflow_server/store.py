@@ -67,6 +67,7 @@ class Store:
         self.blob_dir.mkdir(exist_ok=True, mode=0o700)
         self.log_dir.mkdir(exist_ok=True, mode=0o700)
         self._lock_file: Any = None
+        self._shards: set[str] = set()  # blob subdirectories known to exist
         self.db = sqlite3.connect(self.root / "hetflow.db", isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -117,7 +118,7 @@ class Store:
         digest = sha256(data)
         path = self.blob_path(digest)
         if not path.exists():
-            path.parent.mkdir(exist_ok=True, mode=0o700)
+            self._shard(path)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             with open(tmp, "wb") as fh:
                 fh.write(data)
@@ -129,9 +130,14 @@ class Store:
         data = source.read_bytes()
         digest = sha256(data)
         path = self.blob_path(digest)
-        path.parent.mkdir(exist_ok=True, mode=0o700)
+        self._shard(path)
         os.replace(source, path)
         return digest, data
+
+    def _shard(self, path: Path) -> None:
+        if path.parent.name not in self._shards:
+            path.parent.mkdir(exist_ok=True, mode=0o700)
+            self._shards.add(path.parent.name)
 
     def get_blob(self, digest: str) -> bytes:
         """The blob's bytes, only if they still hash to the digest the engine recorded."""
@@ -155,7 +161,7 @@ class Store:
         """New tasks, each with its first state events (the last one with a message), in one transaction."""
         marks = ", ".join("?" for _ in _COLUMNS)
         now = time.time()
-        with self._transaction():
+        with self.transaction():
             self.db.executemany(
                 f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({marks})",
                 [[row[c] for c in _COLUMNS] for row in (task.to_row() for task, _, _ in tasks)],
@@ -170,7 +176,11 @@ class Store:
             )
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def transaction(self) -> Iterator[None]:
+        """One commit for everything inside (a transaction already open takes it in)."""
+        if self.db.in_transaction:
+            yield
+            return
         self.db.execute("BEGIN")
         try:
             yield
@@ -180,9 +190,8 @@ class Store:
         self.db.execute("COMMIT")
 
     def update_task(self, task: Task, *names: str) -> None:
-        row = task.to_row()
         sets = ", ".join(f"{n} = ?" for n in names)
-        self.db.execute(f"UPDATE tasks SET {sets} WHERE id = ?", [row[n] for n in names] + [task.id])
+        self.db.execute(f"UPDATE tasks SET {sets} WHERE id = ?", [task.column(n) for n in names] + [task.id])
 
     def transition(self, task: Task, state: State, message: str | None = None, *also: str) -> None:
         """Persist a state change (and any fields changed with it) with its event, in one transaction."""
@@ -193,12 +202,11 @@ class Store:
         names = ("state", *also)
         sets = ", ".join(f"{n} = ?" for n in names)
         now = time.time()
-        with self._transaction():
+        with self.transaction():
             rows = []
             for task in tasks:
                 task.state = state
-                row = task.to_row()
-                rows.append([row[n] for n in names] + [task.id])
+                rows.append([task.column(n) for n in names] + [task.id])
             self.db.executemany(f"UPDATE tasks SET {sets} WHERE id = ?", rows)
             self.db.executemany(
                 "INSERT INTO events (task_id, time, state, message) VALUES (?, ?, ?, ?)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -68,6 +69,10 @@ class Reporter(Protocol):
 
     def lost(self, task_id: str, reason: str) -> None:
         """The task's process is gone without an outcome (it died with a previous engine)."""
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Reports made inside are stored in one commit (report many tasks at once inside one)."""
+        ...
 
 
 def _no_credentials(name: str) -> dict[str, Any]:

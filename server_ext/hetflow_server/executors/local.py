@@ -27,7 +27,7 @@ from typing import Any
 from traitlets import Int
 
 from ..runner import _HEADER
-from .base import Executor, Job
+from .base import Executor, Job, Reporter
 
 REATTACH_POLL = 0.2
 PACK = 64  # most jobs in one pipe message to one worker
@@ -36,12 +36,16 @@ PACK = 64  # most jobs in one pipe message to one worker
 class _Frames(asyncio.Protocol):
     """Reassembles the runner's length-prefixed pickles from the worker's event pipe."""
 
-    def __init__(self, on_message: Callable[[dict[str, Any]], None], on_eof: Callable[[], None]):
+    def __init__(self, on_message: Callable[[dict[str, Any]], None], on_eof: Callable[[], None], reporter: Reporter):
         self._buffer = bytearray()
-        self._on_message, self._on_eof = on_message, on_eof
+        self._on_message, self._on_eof, self._reporter = on_message, on_eof, reporter
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
+        with self._reporter.batch():  # what one read brings (many small tasks' reports) is stored at once
+            self._messages()
+
+    def _messages(self) -> None:
         while len(self._buffer) >= _HEADER.size:
             size = _HEADER.unpack_from(self._buffer)[0]
             end = _HEADER.size + size
@@ -93,7 +97,7 @@ class _Worker:
         loop = asyncio.get_running_loop()
         self._commands, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(cmd_w, "wb", buffering=0))
         await loop.connect_read_pipe(
-            lambda: _Frames(self._on_message, self._on_eof), os.fdopen(evt_r, "rb", buffering=0)
+            lambda: _Frames(self._on_message, self._on_eof, self.executor.reporter), os.fdopen(evt_r, "rb", buffering=0)
         )
 
     @property
@@ -185,8 +189,8 @@ class LocalExecutor(Executor):
         """Hand a finished task's spooled outcome to the scheduler and clear the spool."""
         base = self.spool / task_id
         result = base.with_suffix(".result")
-        self.reporter.finished(task_id, result if error is None else None, error)
-        for leftover in (result, base.with_suffix(".done"), base.with_suffix(".log")):
+        self.reporter.finished(task_id, result if error is None else None, error)  # the store moves the result in
+        for leftover in [base.with_suffix(".done")] + ([] if error is None else [result]):
             leftover.unlink(missing_ok=True)
 
     async def cancel(self, task_id: str) -> None:
@@ -223,6 +227,7 @@ class LocalExecutor(Executor):
             if done.exists():
                 del self._orphans[task_id]
                 self.collect(task_id, json.loads(done.read_bytes())["error"])
+                log.unlink(missing_ok=True)  # written only while no engine listened
                 return
             if not (pid and _is_worker(pid)):
                 del self._orphans[task_id]
