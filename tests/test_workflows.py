@@ -3,6 +3,7 @@ propagation and re-runs, foreach fan-out. Every task notes each run in a file, s
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from kernels import Kernel
+from servers import JupyterServer
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +168,32 @@ def test_foreach_over_a_bad_expression_is_a_clear_error_before_submission(kernel
     out = kernel.run("%%remote foreach=i\ny_bad = i\n")
     assert not out.ok and "NAME:EXPRESSION" in out.stderr
     assert kernel.task_count() == before
+
+
+def test_workflow_through_a_jupyter_server(tmp_path: Path) -> None:
+    """The same through the server's engine: futures followed over the event socket, a foreach's results in one
+    request, a re-run from the REST API (as the sidebar's Re-run button does)."""
+    server = JupyterServer(tmp_path / "server")
+    kernel = server.notebook_kernel("flow.ipynb")
+    try:
+        fixed = tmp_path / "fixed"
+        kernel.run("%%remote wait=false\nimport time\ntime.sleep(0.3)\nsv_a = 5\n").check()
+        kernel.run(
+            f"%%remote wait=false\nimport os\nif not os.path.exists({str(fixed)!r}):\n    raise ValueError('not yet')\n"
+            "sv_b = sv_a * 2\n"
+        ).check()
+        kernel.run("%%remote wait=false foreach=k:range(10)\nsv_c = sv_b + k\n").check()
+        out = kernel.run("sv_c")
+        assert not out.ok and "upstream sv_b failed" in out.traceback, out.traceback
+        fixed.touch()
+        b = server.json("GET", "hetflow/api/tasks/sv_b")["task"]
+        rerun = server.json("POST", f"hetflow/api/tasks/{b['id']}/rerun")
+        assert rerun["task"]["id"] == b["id"] and len(rerun["tasks"]) == 11  # sv_b and the 10 elements
+        assert kernel.value("sv_c") == [10 + k for k in range(10)]
+        status, _, body = server.request("GET", f"hetflow/api/tasks/{rerun['tasks'][1]['id']}/results")
+        index = json.loads(body.partition(b"\n")[0])
+        assert status == 200 and [e["element"] for e in index] == list(range(10))
+        assert all(e["state"] == "completed" and e["size"] > 0 for e in index)
+    finally:
+        kernel.shutdown()
+        server.stop()

@@ -94,10 +94,21 @@ class Submission:
         if self._outcome is None:
             self.wait(live)
             failed = [t for t in (self.tasks[i] for i in self.order) if t.state is not State.COMPLETED]
+            if failed and self._rerun_elsewhere(failed):
+                return self.values(live)
             if failed:
                 raise display.RemoteTaskError(failed[0], len(failed), len(self.order) if self.foreach else None)
             self._outcome = self._group_values() if self.foreach else self._task_values()
         return self._outcome
+
+    def _rerun_elsewhere(self, failed: list[Task]) -> bool:
+        """Whether tasks that failed here were re-run meanwhile (from the sidebar, another kernel): then follow."""
+        now = [self.client.find(task.id) for task in failed]
+        again = [task.id for task in now if task.state is not State.FAILED and task.state is not State.CANCELLED]
+        if again:
+            self.tasks.update((task.id, task) for task in now)
+            self.follow(again)
+        return bool(again)
 
     def _task_values(self) -> tuple[dict[str, Any], Any]:
         task = self.first

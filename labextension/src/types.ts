@@ -26,6 +26,10 @@ export interface Task {
   retries: number;
   timeout: number | null;
   deps: string[];
+  refs: Record<string, [string, string]>;
+  bound: Record<string, string>;
+  group_id: string | null;
+  element: number | null;
   attempts: number;
   restarts: number;
   cache_key: string | null;

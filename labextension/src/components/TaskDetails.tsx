@@ -76,16 +76,31 @@ export function TaskDetails({ api, model, task, onGoToCell, onError }: TaskDetai
     );
   };
   const job = task.handle?.job_id ?? task.handle?.pid;
+  const pack = task.handle?.pack;
+  const label = task.element === null || task.element === undefined ? task.name : `${task.name}[${task.element}]`;
+  const upstream = (task.deps ?? []).map(id => model.get(id)?.name ?? id);
   return (
     <section className="hetflow-details" aria-label={`details of task ${task.name}`} data-testid="hetflow-details">
       <h3>
-        {task.name} <span className={`hetflow-badge hetflow-state-${task.state}`}>{task.state}</span>
+        {label} <span className={`hetflow-badge hetflow-state-${task.state}`}>{task.state}</span>
       </h3>
       <dl>
         <dt>executor</dt>
         <dd>{task.executor}</dd>
         <dt>job</dt>
         <dd>{job ? String(job) : '—'}</dd>
+        {pack ? (
+          <>
+            <dt>packed</dt>
+            <dd data-testid="hetflow-pack">{String(pack)}</dd>
+          </>
+        ) : null}
+        {upstream.length ? (
+          <>
+            <dt>after</dt>
+            <dd>{upstream.join(', ')}</dd>
+          </>
+        ) : null}
         <dt>notebook</dt>
         <dd>{task.notebook ?? '—'}</dd>
         <dt>started</dt>
