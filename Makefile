@@ -87,6 +87,7 @@ chromium:
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache node_modules labextension/lib $(LABEXT) tsconfig.tsbuildinfo coverage \
