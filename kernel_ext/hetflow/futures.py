@@ -57,6 +57,12 @@ class Submission:
             return self.first.state.value
         return ", ".join(f"{n} {s}" for s, n in sorted(self.counts().items()))
 
+    def at_hand(self) -> bool:
+        """Whether the results are here already (they came with the final events)."""
+        if self._outcome is not None:
+            return True
+        return self.watch is not None and all(i in self.watch.results for i in self.order)
+
     def follow(self, task_ids: list[str]) -> None:
         """Some of its tasks run again (a re-run): follow them anew."""
         self.watch = self.client.watch([i for i in self.order if i in task_ids])
@@ -157,10 +163,11 @@ def futures_in(namespace: dict[str, Any]) -> dict[str, Future]:
 
 
 def swap_finished(namespace: dict[str, Any]) -> None:
-    """Before a cell: every future whose task completed becomes its value (a failed one stays, to raise when
-    used)."""
+    """Before a cell: every future whose task completed, and whose result came with it, becomes its value. A
+    result kept where it was computed (a Dask cluster) comes over only when a cell reads it; a failed future stays,
+    to raise when used."""
     for name, future in futures_in(namespace).items():
-        if future.done() and not future.failed():
+        if future.done() and not future.failed() and future.submission.at_hand():
             try:
                 namespace[name] = future.result()
             except Exception as err:  # keep the future: using it raises the same error where it matters
