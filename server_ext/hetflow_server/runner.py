@@ -237,12 +237,10 @@ def _write_atomically(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def run_to_files(
-    job: dict[str, Any], base: str, emit: Callable[[str, str], None], results: dict[str, Any] | None = None
-) -> dict | None:
-    """Run one task, its output handed to `emit` in batches; leave the outcome as `BASE.result` (the result
-    pickle) and `BASE.done` (JSON {"error": ...}: the engine never unpickles what a remote side says), written
-    atomically, the done file last."""
+def run_teed(
+    job: dict[str, Any], emit: Callable[[str, str], None], results: dict[str, Any] | None = None
+) -> tuple[bytes | None, dict | None]:
+    """Run one job, what it prints handed to `emit` in batches (every FLUSH_INTERVAL, and at the end)."""
     lock = threading.Lock()
     tees = [Tee("stdout", emit, lock), Tee("stderr", emit, lock)]
     stop = threading.Event()
@@ -254,11 +252,20 @@ def run_to_files(
 
     pumper = threading.Thread(target=pump, daemon=True)
     pumper.start()
-    result, error = execute(job, tees[0], tees[1], results)
+    outcome = execute(job, tees[0], tees[1], results)
     stop.set()
     pumper.join()
     for tee in tees:
         tee.flush()
+    return outcome
+
+
+def run_to_files(
+    job: dict[str, Any], base: str, emit: Callable[[str, str], None], results: dict[str, Any] | None = None
+) -> dict | None:
+    """Run one task; leave the outcome as `BASE.result` (the result pickle) and `BASE.done` (JSON {"error": ...}:
+    the engine never unpickles what a remote side says), written atomically, the done file last."""
+    result, error = run_teed(job, emit, results)
     if result is not None:
         _write_atomically(base + ".result", result)
     _write_atomically(base + ".done", json.dumps({"error": error}).encode())
@@ -312,6 +319,45 @@ def serve(cmd_fd: int, event_fd: int, spool: str) -> None:
             if not channel.send({"op": "started", "task": job["task"]}):
                 break  # the engine is gone: the pack's other jobs are still queued in its store
             run_in_spool(channel, job, spool, results)
+
+
+# ------------------------------------------------------------------------------------------- on Dask
+
+
+def run_pack(jobs: list[dict[str, Any]], upstream: dict[str, list[dict[str, Any]]], topic: str) -> list[dict]:
+    """A pack of jobs as one Dask task, on a worker (this module travels by value: workers need only cloudpickle).
+    An input kept on the cluster comes as the outcomes of its upstream pack (`upstream`, by pack key), moved here
+    by Dask. Each outcome keeps its result on the cluster; the engine gets only hashes (`without_results`)."""
+    from distributed import get_worker  # only here, on a Dask worker
+
+    worker = get_worker()
+    results: dict[str, Any] = {}  # upstream results read once per pack
+    outcomes = []
+    for n, job in enumerate(jobs):
+        for ref in job["refs"].values():
+            if ref["source"] is None:
+                kept = next(o for o in upstream[ref["pack"]] if o["task"] == ref["task"])
+                ref["source"] = kept["result"]
+        task = job["task"]
+        where = {"worker": worker.address, "pack": f"{n + 1} of {len(jobs)}"}
+        worker.log_event(topic, {"op": "started", "task": task, **where})
+
+        def emit(stream: str, text: str, task: str = task) -> None:
+            worker.log_event(topic, {"op": "log", "task": task, "stream": stream, "text": text})
+
+        result, error = run_teed(job, emit, results)
+        digest = hashlib.sha256(result).hexdigest() if result is not None else None
+        outcomes.append({"task": task, "error": error, "result": result, "hash": digest, "size": len(result or b"")})
+    return outcomes
+
+
+def without_results(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in outcome.items() if k != "result"} for outcome in outcomes]
+
+
+def pick_results(outcomes: list[dict[str, Any]], tasks: list[str]) -> list[bytes]:
+    found = {outcome["task"]: outcome["result"] for outcome in outcomes}
+    return [found[task] for task in tasks]
 
 
 def main(argv: list[str]) -> int:

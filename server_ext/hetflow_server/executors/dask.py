@@ -1,0 +1,316 @@
+"""`dask`: tasks on a Dask cluster, through an asynchronous `distributed.Client` on the engine's own event loop.
+
+The cluster is a configured scheduler address, or a `LocalCluster` started (on loopback) at first use. A batch of
+ready tasks goes out as a few Dask tasks, each running a pack of them in one go (`runner.run_pack`): thousands of
+small tasks cost a few round trips. Results stay on the cluster: the engine learns their hashes, a downstream task
+on this executor gets them worker to worker, and their bytes come over only when someone asks (`fetch_results`).
+
+Workers report `started` and log lines through a Dask event topic. Hetflow's `retries` decide what happens after a
+failure: the LocalCluster it starts has `allowed-failures` 0, so a killed worker fails its pack at once (a
+scheduler of your own applies its own `distributed.scheduler.allowed-failures` first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+from traitlets import Bool, Float, Int, Unicode
+
+from .. import runner
+from .base import Executor, Job, RemoteResult
+
+log = logging.getLogger(__name__)
+
+cloudpickle.register_pickle_by_value(runner)  # the worker side needs no hetflow installed
+MAX_PACK = 256
+
+
+class DaskUnreachable(ConnectionError):
+    pass
+
+
+@dataclass
+class _Pack:
+    """One Dask task running several hetflow tasks; kept while any of its results is wanted."""
+
+    key: str
+    future: Any
+    tasks: list[str]
+    open: set[str] = field(default_factory=set)  # tasks not reported yet
+    kept: set[str] = field(default_factory=set)  # results held on the cluster
+
+
+class DaskExecutor(Executor):
+    kind = "dask"
+    address = Unicode("", help="Scheduler address (tcp://host:8786); empty: start a LocalCluster on first use.")
+    workers = Int(2, help="Workers of the LocalCluster (one process each).")
+    threads_per_worker = Int(1, help="Threads per worker of the LocalCluster.")
+    dashboard = Bool(False, help="Serve the LocalCluster's dashboard on 127.0.0.1 (a free port, see executors).")
+    connect_timeout = Float(10.0, help="Seconds to reach the scheduler before the tasks fail.")
+    pack = Int(0, help="Most tasks per Dask task; 0: spread a batch over twice the cluster's threads, at most 256.")
+
+    def __init__(self, name: str, reporter: Any, spool: Path, **settings: Any):
+        super().__init__(name, reporter, spool, **settings)
+        self._client: Any = None
+        self._cluster: Any = None
+        self._lock: asyncio.Lock | None = None
+        self._packs: dict[str, _Pack] = {}
+        self._pack_of: dict[str, str] = {}  # task id -> the pack it ran (or runs) in
+        self._topic = f"hetflow-{uuid.uuid4().hex[:8]}"
+        self._watchdog: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --------------------------------------------------------------------------- connection
+
+    @property
+    def where(self) -> str:
+        return self.address or "a LocalCluster on 127.0.0.1"
+
+    async def connected(self) -> Any:
+        """The client, connecting (or starting the LocalCluster) once."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._client is not None and self._client.status == "running":
+                return self._client
+            await self._disconnect()
+            try:
+                self._client = await asyncio.wait_for(self._connect(), self.connect_timeout + 5)
+            except (OSError, asyncio.TimeoutError) as err:
+                await self._disconnect()
+                raise DaskUnreachable(
+                    f"cannot reach the Dask scheduler at {self.where} within {self.connect_timeout:g} s: "
+                    f"{type(err).__name__}: {err}; is it running? (its address is set in c.Hetflow.executors)"
+                ) from None
+            self._client.subscribe_topic(self._topic, self._on_event)
+            return self._client
+
+    async def _connect(self) -> Any:
+        import dask
+        from distributed import Client, LocalCluster
+
+        if self.address:
+            return await Client(self.address, asynchronous=True, timeout=self.connect_timeout)
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            self._cluster = await LocalCluster(
+                n_workers=self.workers,
+                threads_per_worker=self.threads_per_worker,
+                host="127.0.0.1",
+                scheduler_port=0,
+                dashboard_address="127.0.0.1:0" if self.dashboard else None,
+                asynchronous=True,
+                silence_logs=logging.ERROR,
+            )
+        return await Client(self._cluster, asynchronous=True)
+
+    async def _disconnect(self) -> None:
+        client, cluster, self._client, self._cluster = self._client, self._cluster, None, None
+        for closable in (client, cluster):
+            if closable is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(closable.close(), 10)
+
+    # --------------------------------------------------------------------------- submit
+
+    async def submit(self, jobs: list[Job]) -> None:
+        try:
+            client = await self.connected()
+        except DaskUnreachable as err:
+            for job in jobs:
+                self.reporter.finished(job.task_id, None, {"type": "DaskUnreachable", "message": str(err)})
+            return
+        size = self.pack or min(MAX_PACK, max(1, math.ceil(len(jobs) / (2 * await self._threads(client)))))
+        for start in range(0, len(jobs), size):
+            self._launch(client, jobs[start : start + size])
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _threads(self, client: Any) -> int:
+        info = client.scheduler_info()
+        return max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
+
+    def _launch(self, client: Any, jobs: list[Job]) -> None:
+        key = f"hetflow-pack-{uuid.uuid4().hex}"
+        upstream: dict[str, Any] = {}
+        envelopes = []
+        for job in jobs:
+            sources: dict[str, bytes | str] = {}
+            envelope = job.envelope()
+            for name, ref in job.refs.items():
+                held = self._pack_of.get(ref.task_id) if ref.executor == self.name else None
+                if held is not None and ref.task_id in self._packs[held].kept:
+                    upstream[held] = self._packs[held].future  # Dask moves it worker to worker
+                    envelope["refs"][name].update(source=None, pack=held, task=ref.task_id)
+                elif ref.path is not None:
+                    sources[name] = ref.path.read_bytes()  # the worker cannot read the engine's disk
+            for name, data in sources.items():
+                envelope["refs"][name]["source"] = data
+            envelopes.append(envelope)
+        future = client.submit(runner.run_pack, envelopes, upstream, self._topic, key=key, pure=False)
+        pack = _Pack(key, future, [j.task_id for j in jobs], open={j.task_id for j in jobs})
+        self._packs[key] = pack
+        for job in jobs:
+            self._pack_of[job.task_id] = key
+            self.reporter.submitted(job.task_id, {"dask_key": key, "pack_size": len(jobs)})
+        summary = client.submit(runner.without_results, future, key=f"{key}-outcomes", pure=False)
+        self._in_background(self._follow(pack, summary))
+
+    def _in_background(self, work: Any) -> None:
+        job = asyncio.get_running_loop().create_task(work)
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
+
+    async def _follow(self, pack: _Pack, summary: Any) -> None:
+        """Wait for the pack's outcomes (hashes and errors, not the results) and report them together."""
+        try:
+            outcomes = await summary
+        except Exception as err:
+            self._fail_pack(pack, _failure(err, self.where))
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                summary.release()
+        with self.reporter.batch():
+            for outcome in outcomes:
+                task = outcome["task"]
+                if task not in pack.open:
+                    continue  # cancelled meanwhile
+                pack.open.discard(task)
+                if outcome["error"] is None:
+                    pack.kept.add(task)
+                    self.reporter.finished(task, RemoteResult(outcome["hash"], outcome["size"]), None)
+                else:
+                    self.reporter.finished(task, None, outcome["error"])
+        self._release_if_done(pack)
+
+    def _fail_pack(self, pack: _Pack, error: dict[str, str]) -> None:
+        with self.reporter.batch():
+            for task in sorted(pack.open):
+                self.reporter.finished(task, None, error)
+        pack.open.clear()
+        self._release_if_done(pack)
+
+    def _release_if_done(self, pack: _Pack) -> None:
+        """Let Dask forget a pack once nothing of it is wanted (every result fetched, or none kept)."""
+        if pack.open or pack.kept:
+            return
+        self._packs.pop(pack.key, None)
+        for task in pack.tasks:
+            if self._pack_of.get(task) == pack.key:
+                del self._pack_of[task]
+        with contextlib.suppress(Exception):
+            pack.future.release()
+
+    def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        message = event[1]
+        task = message.get("task")
+        pack = self._packs.get(self._pack_of.get(task, ""))
+        if pack is None or task not in pack.open:
+            return
+        if message["op"] == "started":
+            handle = {"dask_key": pack.key, "pack": message["pack"], "worker": message["worker"]}
+            self.reporter.started(task, handle)
+        elif message["op"] == "log":
+            self.reporter.log(task, message["stream"], message["text"])
+
+    async def _watch(self) -> None:
+        """While tasks run: a scheduler that went away (and did not come back within connect_timeout) fails them."""
+        lost_since: float | None = None
+        loop = asyncio.get_running_loop()
+        while any(p.open for p in self._packs.values()):
+            await asyncio.sleep(0.5)
+            client = self._client
+            if client is not None and client.status == "running":
+                lost_since = None
+                continue
+            lost_since = lost_since or loop.time()
+            if loop.time() - lost_since >= self.connect_timeout:
+                error = {"type": "DaskSchedulerGone", "message": f"the Dask scheduler at {self.where} went away"}
+                for pack in list(self._packs.values()):
+                    pack.kept.clear()
+                    self._fail_pack(pack, error)
+                await self._disconnect()
+                return
+
+    # --------------------------------------------------------------------------- results and control
+
+    def holds(self, task_id: str) -> bool:
+        pack = self._packs.get(self._pack_of.get(task_id, ""))
+        return pack is not None and task_id in pack.kept and self._client is not None
+
+    async def fetch_results(self, task_ids: list[str]) -> list[bytes]:
+        client = await self.connected()
+        by_pack: dict[str, list[str]] = {}
+        for task in task_ids:
+            if not self.holds(task):
+                raise LookupError(f"the {self.name} executor no longer holds the result of task {task}")
+            by_pack.setdefault(self._pack_of[task], []).append(task)
+        picks = [
+            client.submit(runner.pick_results, self._packs[key].future, tasks, pure=False)
+            for key, tasks in by_pack.items()
+        ]
+        found: dict[str, bytes] = {}
+        for (key, tasks), chunk in zip(by_pack.items(), await client.gather(picks), strict=True):
+            found.update(zip(tasks, chunk, strict=True))
+            pack = self._packs[key]
+            pack.kept.difference_update(tasks)
+            self._release_if_done(pack)
+        return [found[task] for task in task_ids]
+
+    async def cancel(self, task_id: str) -> None:
+        """A pack of one is cancelled on the cluster; a task inside a larger pack runs there, its outcome ignored
+        (Dask cannot stop part of a task)."""
+        pack = self._packs.get(self._pack_of.get(task_id, ""))
+        if pack is None:
+            return
+        pack.open.discard(task_id)
+        if len(pack.tasks) == 1 and self._client is not None:
+            await self._client.cancel(pack.future)
+        self._release_if_done(pack)
+
+    def describe(self) -> dict[str, Any]:
+        client = self._client
+        info: dict[str, Any] = {"kind": self.kind, "address": self.address or "LocalCluster"}
+        if client is not None:
+            workers = client.scheduler_info().get("workers", {})
+            info["scheduler"] = client.scheduler.address
+            info["workers"] = len(workers)
+            info["threads"] = sum(w.get("nthreads", 1) for w in workers.values())
+            if self._cluster is not None and self.dashboard:
+                info["dashboard"] = self._cluster.dashboard_link
+        else:
+            info["connected"] = False
+        info["packs"] = sum(bool(p.open) for p in self._packs.values())
+        info["results_kept"] = sum(len(p.kept) for p in self._packs.values())
+        info["healthy"] = client is None or client.status == "running"
+        return info
+
+    async def check(self) -> dict[str, Any]:
+        try:
+            await self.connected()
+        except DaskUnreachable as err:
+            return {**self.describe(), "healthy": False, "error": str(err)}
+        return self.describe()
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        await self._disconnect()
+
+
+def _failure(err: BaseException, where: str) -> dict[str, str]:
+    """A pack's Dask task that ended without outcomes: what the user is told."""
+    kind = type(err).__name__
+    if kind == "KilledWorker":
+        return {"type": "WorkerDied", "message": f"the Dask worker running the task died ({err})"}
+    if isinstance(err, (asyncio.CancelledError, OSError)) or kind in ("CancelledError", "FutureCancelledError"):
+        return {"type": "DaskSchedulerGone", "message": f"the Dask scheduler at {where} lost the task ({kind}: {err})"}
+    return {"type": kind, "message": str(err)}

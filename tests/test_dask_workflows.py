@@ -1,0 +1,94 @@
+"""Workflows on a real Dask LocalCluster through a real kernel: the acceptance cases of the dask executor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kernels import Kernel
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
+    config = {"default_executor": "dask", "executors": {"dask": {"kind": "dask", "workers": 2}}}
+    k = Kernel.local(tmp_path_factory.mktemp("dask"), config=config)
+    yield k
+    k.shutdown()
+
+
+def test_chain_on_dask_keeps_the_middle_result_on_the_cluster(kernel: Kernel, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    log = f"open({str(runs)!r}, 'a').write"
+    kernel.run(f"%%remote wait=false\nimport time\ntime.sleep(0.5)\n{log}('a\\n')\nda_a = list(range(1000))\n").check()
+    kernel.run(f"%%remote wait=false\n{log}('b\\n')\nda_b = [v * 2 for v in da_a]\n").check()
+    kernel.run(f"%%remote wait=false\n{log}('c\\n')\nda_c = sum(da_b)\n").check()
+    assert kernel.value("da_c") == 999 * 1000  # reads only da_c: only its result comes over
+    assert runs.read_text().split() == ["a", "b", "c"]
+    b = kernel.value("__import__('hetflow.client').client.get_client().find('da_b').to_json()")
+    store = "__import__('hetflow.client').client.get_client().engine.store"
+    assert kernel.value(f"{store}.has_blob({b['result_hash']!r})") is False, "the middle result left the cluster"
+    assert kernel.value("da_b.__class__.__name__") == "Future"  # finished, not read yet: still on the cluster
+    assert kernel.value("len(da_b)") == 1000  # read: fetched now, hash checked
+    assert kernel.value(f"{store}.has_blob({b['result_hash']!r})") is True
+
+
+def test_diamond_on_dask(kernel: Kernel) -> None:
+    kernel.run("%%remote wait=false\ndd_a = 3\n").check()
+    kernel.run("%%remote wait=false\ndd_b = dd_a + 1\n").check()
+    kernel.run("%%remote wait=false\ndd_c = dd_a * 2\n").check()
+    kernel.run("%%remote wait=false\ndd_d = dd_b * dd_c\n").check()
+    assert kernel.value("dd_d") == 24
+
+
+def test_failing_task_cancels_the_join_and_rerun_runs_only_it_and_the_join(kernel: Kernel, tmp_path: Path) -> None:
+    runs, fixed = tmp_path / "runs", tmp_path / "fixed"
+    log = f"open({str(runs)!r}, 'a').write"
+    kernel.run(f"%%remote wait=false\n{log}('A\\n')\ndf_a = 1\n").check()
+    kernel.run(
+        f"%%remote wait=false\nimport os\n{log}('B\\n')\n"
+        f"if not os.path.exists({str(fixed)!r}):\n    raise RuntimeError('B broke')\ndf_b = df_a + 1\n"
+    ).check()
+    kernel.run(f"%%remote wait=false\n{log}('C\\n')\ndf_c = df_a + 2\n").check()
+    kernel.run(f"%%remote wait=false\n{log}('D\\n')\ndf_d = df_b + df_c\n").check()
+    out = kernel.run("df_d")
+    assert not out.ok and "upstream df_b failed" in out.traceback
+    fixed.touch()
+    assert "re-running 2 task(s): df_b, df_d" in kernel.run("%remote rerun df_b").check().stdout
+    assert kernel.value("df_d") == 5
+    assert sorted(runs.read_text().split()) == ["A", "B", "B", "C", "D"]
+
+
+def test_foreach_of_100_with_3_failing_reruns_3_and_is_packed(kernel: Kernel, tmp_path: Path) -> None:
+    runs, fixed = tmp_path / "runs", tmp_path / "fixed"
+    kernel.run(
+        "%%remote foreach=i:range(100) wait=false name=dsq\nimport os\n"
+        f"open({str(runs)!r}, 'a').write(f'{{i}}\\n')\n"
+        f"if i in (3, 50, 97) and not os.path.exists({str(fixed)!r}):\n    raise ValueError(i)\n"
+        "dsq = i * i\n"
+    ).check()
+    out = kernel.run("dsq")
+    assert not out.ok and "3 of 100 elements did not complete" in out.traceback
+    fixed.touch()
+    assert "re-running 3 task(s)" in kernel.run("%remote rerun dsq").check().stdout
+    assert kernel.value("dsq") == [i * i for i in range(100)]
+    assert len(runs.read_text().split()) == 103
+    keys = kernel.value(
+        "len({t.handle['dask_key'] for t in __import__('hetflow.client').client.get_client().tasks() "
+        "if t.name == 'dsq' and t.handle})"
+    )
+    assert 1 <= keys < 50, f"100 elements went out as {keys} Dask tasks"
+
+
+def test_a_killed_worker_is_retried(kernel: Kernel, tmp_path: Path) -> None:
+    marker = tmp_path / "killed-once"
+    kernel.run(
+        "%%remote retries=1 name=dkill\nimport os, signal\n"
+        f"if not os.path.exists({str(marker)!r}):\n    open({str(marker)!r}, 'w').close()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\nsurvivor = os.getpid()\n"
+    ).check()
+    task = kernel.value("__import__('hetflow.client').client.get_client().find('dkill').to_json()")
+    assert task["state"] == "completed" and task["attempts"] == 2
