@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,3 +94,47 @@ def test_a_killed_worker_is_retried(kernel: Kernel, tmp_path: Path) -> None:
     ).check()
     task = kernel.value("__import__('hetflow.client').client.get_client().find('dkill').to_json()")
     assert task["state"] == "completed" and task["attempts"] == 2
+
+
+def test_cancel_stops_a_task_on_dask(kernel: Kernel) -> None:
+    kernel.run("%%remote wait=false name=dlong\nimport time\ntime.sleep(60)\ndlong = 1\n").check()
+    time.sleep(1.0)
+    assert "cancelled" in kernel.run("%remote cancel dlong").check().stdout
+    out = kernel.run("dlong")
+    assert not out.ok and "cancelled by the user" in out.traceback
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_scheduler_is_a_clear_error(tmp_path: Path) -> None:
+    address = f"tcp://127.0.0.1:{closed_port()}"
+    config = {"executors": {"far": {"kind": "dask", "address": address, "connect_timeout": 2}}}
+    k = Kernel.local(tmp_path, config=config)
+    try:
+        start = time.monotonic()
+        out = k.run("%%remote executor=far\nx_far = 1\n")
+        assert not out.ok and f"cannot reach the Dask scheduler at {address} within 2 s" in out.traceback
+        assert time.monotonic() - start < 15
+    finally:
+        k.shutdown()
+
+
+def test_a_scheduler_that_goes_away_fails_its_running_task_clearly(tmp_path: Path) -> None:
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None)
+    config = {"executors": {"own": {"kind": "dask", "address": cluster.scheduler_address, "connect_timeout": 2}}}
+    k = Kernel.local(tmp_path, config=config)
+    try:
+        k.run("%%remote executor=own wait=false\nimport time\ntime.sleep(60)\ngone = 1\n").check()
+        time.sleep(2.0)
+        cluster.close()
+        out = k.run("gone", timeout=60)
+        assert not out.ok and "DaskSchedulerGone" in out.traceback and cluster.scheduler_address in out.traceback
+    finally:
+        k.shutdown()
+        cluster.close()

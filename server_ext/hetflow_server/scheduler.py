@@ -472,8 +472,8 @@ class Scheduler:
                 await self.executors[live.executor].cancel(live.id)
             except Exception as err:  # the task is cancelled for us all the same; say what may still run
                 message += f" (stopping it on {live.executor} failed: {err})"
-        live.finished = time.time()
-        self.move(live, State.CANCELLED, message, "finished")
+        live.finished, live.error = time.time(), {"type": "Cancelled", "message": message}
+        self.move(live, State.CANCELLED, message, "finished", "error")
         self._cascade(live, f"upstream {live.label} was cancelled")
         return live
 
