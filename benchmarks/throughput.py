@@ -78,7 +78,7 @@ def main() -> None:
     from IPython.core.interactiveshell import InteractiveShell
     from overhead import baseline
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0")
     client = Client(cluster)
     with tempfile.TemporaryDirectory() as root:
         configure(root, cluster.scheduler_address)

@@ -44,6 +44,8 @@ def test_diamond_on_dask(kernel: Kernel) -> None:
     kernel.run("%%remote wait=false\ndd_c = dd_a * 2\n").check()
     kernel.run("%%remote wait=false\ndd_d = dd_b * dd_c\n").check()
     assert kernel.value("dd_d") == 24
+    executors = kernel.run("%remote executors").check().stdout
+    assert "scheduler=tcp://127.0.0.1:" in executors and "workers=2" in executors  # the LocalCluster is on loopback
 
 
 def test_failing_task_cancels_the_join_and_rerun_runs_only_it_and_the_join(kernel: Kernel, tmp_path: Path) -> None:
@@ -126,7 +128,7 @@ def test_an_unreachable_scheduler_is_a_clear_error(tmp_path: Path) -> None:
 def test_a_scheduler_that_goes_away_fails_its_running_task_clearly(tmp_path: Path) -> None:
     from distributed import LocalCluster
 
-    cluster = LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None)
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0")
     config = {"executors": {"own": {"kind": "dask", "address": cluster.scheduler_address, "connect_timeout": 2}}}
     k = Kernel.local(tmp_path, config=config)
     try:

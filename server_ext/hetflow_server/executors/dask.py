@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
+import pickle
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +32,35 @@ from .base import Executor, Job, RemoteResult
 
 log = logging.getLogger(__name__)
 
-cloudpickle.register_pickle_by_value(runner)  # the worker side needs no hetflow installed
 MAX_PACK = 256
+
+
+@functools.cache
+def _pickled_by_value(function: Callable[..., Any]) -> bytes:
+    cloudpickle.register_pickle_by_value(runner)
+    try:
+        return cloudpickle.dumps(function, protocol=5)
+    finally:
+        cloudpickle.unregister_pickle_by_value(runner)
+
+
+class _ByValue:
+    """A runner function that reaches workers by value, so that they need no hetflow installed. Registering the
+    runner with cloudpickle is not enough: Dask pickles a task graph with plain pickle first, which names the
+    function by module. This unpickles as the function itself, rebuilt from its code (with the runner's helpers)."""
+
+    def __init__(self, function: Callable[..., Any]):
+        self.function = function
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: Any) -> Any:
+        return self.function(*args)
+
+    def __reduce__(self) -> tuple[Callable[[bytes], Any], tuple[bytes]]:
+        return pickle.loads, (_pickled_by_value(self.function),)
+
+
+RUN_PACK, WITHOUT_RESULTS, PICK_RESULTS = map(_ByValue, (runner.run_pack, runner.without_results, runner.pick_results))
 
 
 class DaskUnreachable(ConnectionError):
@@ -67,6 +97,7 @@ class DaskExecutor(Executor):
         self._topic = f"hetflow-{uuid.uuid4().hex[:8]}"
         self._watchdog: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     # --------------------------------------------------------------------------- connection
 
@@ -98,18 +129,22 @@ class DaskExecutor(Executor):
         from distributed import Client, LocalCluster
 
         if self.address:
-            return await Client(self.address, asynchronous=True, timeout=self.connect_timeout)
+            return await Client(self.address, asynchronous=True, timeout=self.connect_timeout, set_as_default=False)
         with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
             self._cluster = await LocalCluster(
                 n_workers=self.workers,
                 threads_per_worker=self.threads_per_worker,
                 host="127.0.0.1",
                 scheduler_port=0,
-                dashboard_address="127.0.0.1:0" if self.dashboard else None,
+                # the scheduler's HTTP server (health, and the dashboard when asked for) on a free loopback port
+                dashboard_address="127.0.0.1:0",
+                scheduler_kwargs={"dashboard": self.dashboard},
                 asynchronous=True,
                 silence_logs=logging.ERROR,
             )
-        return await Client(self._cluster, asynchronous=True)
+        # not the process's default client: dask code elsewhere in this process (an embedded engine lives in the
+        # kernel) must not find the engine's asynchronous client
+        return await Client(self._cluster, asynchronous=True, set_as_default=False)
 
     async def _disconnect(self) -> None:
         client, cluster, self._client, self._cluster = self._client, self._cluster, None, None
@@ -127,21 +162,24 @@ class DaskExecutor(Executor):
             for job in jobs:
                 self.reporter.finished(job.task_id, None, {"type": "DaskUnreachable", "message": str(err)})
             return
-        size = self.pack or min(MAX_PACK, max(1, math.ceil(len(jobs) / (2 * await self._threads(client)))))
-        for start in range(0, len(jobs), size):
-            self._launch(client, jobs[start : start + size])
+        size = self.pack or min(MAX_PACK, max(1, math.ceil(len(jobs) / (2 * self._threads(client)))))
+        read: dict[str, bytes] = {}  # upstream results from the store, read once (and pickled once per pack)
+        with self.reporter.batch():
+            for start in range(0, len(jobs), size):
+                self._launch(client, jobs[start : start + size], read)
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = asyncio.get_running_loop().create_task(self._watch())
 
-    async def _threads(self, client: Any) -> int:
-        info = client.scheduler_info()
-        return max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
+    def _threads(self, client: Any) -> int:
+        """The cluster's threads, as the client last heard (an asynchronous client caches totals, not workers)."""
+        return max(1, client.scheduler_info().get("total_threads", 0))
 
-    def _launch(self, client: Any, jobs: list[Job]) -> None:
+    def _launch(self, client: Any, jobs: list[Job], read: dict[str, bytes]) -> None:
         key = f"hetflow-pack-{uuid.uuid4().hex}"
         upstream: dict[str, Any] = {}
         envelopes = []
         for job in jobs:
+            self._forget_result(job.task_id)  # a new attempt: its last result is replaced
             sources: dict[str, bytes | str] = {}
             envelope = job.envelope()
             for name, ref in job.refs.items():
@@ -150,18 +188,26 @@ class DaskExecutor(Executor):
                     upstream[held] = self._packs[held].future  # Dask moves it worker to worker
                     envelope["refs"][name].update(source=None, pack=held, task=ref.task_id)
                 elif ref.path is not None:
-                    sources[name] = ref.path.read_bytes()  # the worker cannot read the engine's disk
+                    if ref.result_hash not in read:  # the worker cannot read the engine's disk
+                        read[ref.result_hash] = ref.path.read_bytes()
+                    sources[name] = read[ref.result_hash]
             for name, data in sources.items():
                 envelope["refs"][name]["source"] = data
             envelopes.append(envelope)
-        future = client.submit(runner.run_pack, envelopes, upstream, self._topic, key=key, pure=False)
+        future = client.submit(RUN_PACK, envelopes, upstream, self._topic, key=key, pure=False)
         pack = _Pack(key, future, [j.task_id for j in jobs], open={j.task_id for j in jobs})
         self._packs[key] = pack
         for job in jobs:
             self._pack_of[job.task_id] = key
             self.reporter.submitted(job.task_id, {"dask_key": key, "pack_size": len(jobs)})
-        summary = client.submit(runner.without_results, future, key=f"{key}-outcomes", pure=False)
+        summary = client.submit(WITHOUT_RESULTS, future, key=f"{key}-outcomes", pure=False)
         self._in_background(self._follow(pack, summary))
+
+    def _forget_result(self, task: str) -> None:
+        pack = self._packs.get(self._pack_of.get(task, ""))
+        if pack is not None:
+            pack.kept.discard(task)
+            self._release_if_done(pack)
 
     def _in_background(self, work: Any) -> None:
         job = asyncio.get_running_loop().create_task(work)
@@ -173,7 +219,8 @@ class DaskExecutor(Executor):
         try:
             outcomes = await summary
         except Exception as err:
-            self._fail_pack(pack, _failure(err, self.where))
+            if not self._closing:  # tasks running when the engine stops are left to the next engine
+                self._fail_pack(pack, _failure(err, self.where))
             return
         finally:
             with contextlib.suppress(Exception):
@@ -244,7 +291,7 @@ class DaskExecutor(Executor):
 
     def holds(self, task_id: str) -> bool:
         pack = self._packs.get(self._pack_of.get(task_id, ""))
-        return pack is not None and task_id in pack.kept and self._client is not None
+        return pack is not None and task_id in pack.kept and pack.future.status == "finished"
 
     async def fetch_results(self, task_ids: list[str]) -> list[bytes]:
         client = await self.connected()
@@ -254,7 +301,7 @@ class DaskExecutor(Executor):
                 raise LookupError(f"the {self.name} executor no longer holds the result of task {task}")
             by_pack.setdefault(self._pack_of[task], []).append(task)
         picks = [
-            client.submit(runner.pick_results, self._packs[key].future, tasks, pure=False)
+            client.submit(PICK_RESULTS, self._packs[key].future, tasks, pure=False)
             for key, tasks in by_pack.items()
         ]
         found: dict[str, bytes] = {}
@@ -280,10 +327,10 @@ class DaskExecutor(Executor):
         client = self._client
         info: dict[str, Any] = {"kind": self.kind, "address": self.address or "LocalCluster"}
         if client is not None:
-            workers = client.scheduler_info().get("workers", {})
+            totals = client.scheduler_info()  # an asynchronous client caches totals only
             info["scheduler"] = client.scheduler.address
-            info["workers"] = len(workers)
-            info["threads"] = sum(w.get("nthreads", 1) for w in workers.values())
+            info["workers"] = totals.get("n_workers", 0)
+            info["threads"] = totals.get("total_threads", 0)
             if self._cluster is not None and self.dashboard:
                 info["dashboard"] = self._cluster.dashboard_link
         else:
@@ -301,8 +348,11 @@ class DaskExecutor(Executor):
         return self.describe()
 
     async def close(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        """Disconnect without reporting: tasks still running are the next engine's (they run again once)."""
+        self._closing = True
+        for work in [self._watchdog, *self._background]:
+            if work is not None:
+                work.cancel()
         await self._disconnect()
 
 
@@ -312,5 +362,6 @@ def _failure(err: BaseException, where: str) -> dict[str, str]:
     if kind == "KilledWorker":
         return {"type": "WorkerDied", "message": f"the Dask worker running the task died ({err})"}
     if isinstance(err, (asyncio.CancelledError, OSError)) or kind in ("CancelledError", "FutureCancelledError"):
-        return {"type": "DaskSchedulerGone", "message": f"the Dask scheduler at {where} lost the task ({kind}: {err})"}
+        detail = f"{kind}: {err}" if str(err) else kind
+        return {"type": "DaskSchedulerGone", "message": f"the Dask scheduler at {where} went away ({detail})"}
     return {"type": kind, "message": str(err)}
