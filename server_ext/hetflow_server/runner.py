@@ -331,6 +331,7 @@ def run_pack(jobs: list[dict[str, Any]], upstream: dict[str, list[dict[str, Any]
     from distributed import get_worker  # only here, on a Dask worker
 
     worker = get_worker()
+    key = str(worker.get_current_task())  # on every event: a late one from an earlier attempt's pack is told apart
     results: dict[str, Any] = {}  # upstream results read once per pack
     outcomes = []
     for n, job in enumerate(jobs):
@@ -340,10 +341,10 @@ def run_pack(jobs: list[dict[str, Any]], upstream: dict[str, list[dict[str, Any]
                 ref["source"] = kept["result"]
         task = job["task"]
         where = {"worker": worker.address, "pack": f"{n + 1} of {len(jobs)}"}
-        worker.log_event(topic, {"op": "started", "task": task, **where})
+        worker.log_event(topic, {"op": "started", "task": task, "key": key, **where})
 
         def emit(stream: str, text: str, task: str = task) -> None:
-            worker.log_event(topic, {"op": "log", "task": task, "stream": stream, "text": text})
+            worker.log_event(topic, {"op": "log", "task": task, "key": key, "stream": stream, "text": text})
 
         result, error = run_teed(job, emit, results)
         digest = hashlib.sha256(result).hexdigest() if result is not None else None

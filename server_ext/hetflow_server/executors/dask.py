@@ -32,22 +32,16 @@ from .base import Executor, Job, RemoteResult
 
 log = logging.getLogger(__name__)
 
+# The runner's functions (and the classes they use) are pickled by value wherever cloudpickle pickles them here:
+# a scheduler in this process (a LocalCluster) re-pickles them for its workers.
+cloudpickle.register_pickle_by_value(runner)
 MAX_PACK = 256
 
 
-@functools.cache
-def _pickled_by_value(function: Callable[..., Any]) -> bytes:
-    cloudpickle.register_pickle_by_value(runner)
-    try:
-        return cloudpickle.dumps(function, protocol=5)
-    finally:
-        cloudpickle.unregister_pickle_by_value(runner)
-
-
 class _ByValue:
-    """A runner function that reaches workers by value, so that they need no hetflow installed. Registering the
-    runner with cloudpickle is not enough: Dask pickles a task graph with plain pickle first, which names the
-    function by module. This unpickles as the function itself, rebuilt from its code (with the runner's helpers)."""
+    """A runner function that reaches the scheduler and workers by value, so that they need no hetflow installed.
+    Registering the runner with cloudpickle is not enough: Dask pickles a task graph with plain pickle first, which
+    names a function by its module. This one unpickles as the function itself, rebuilt from its code."""
 
     def __init__(self, function: Callable[..., Any]):
         self.function = function
@@ -57,7 +51,12 @@ class _ByValue:
         return self.function(*args)
 
     def __reduce__(self) -> tuple[Callable[[bytes], Any], tuple[bytes]]:
-        return pickle.loads, (_pickled_by_value(self.function),)
+        return pickle.loads, (_by_value(self.function),)
+
+
+@functools.cache
+def _by_value(function: Callable[..., Any]) -> bytes:
+    return cloudpickle.dumps(function, protocol=5)
 
 
 RUN_PACK, WITHOUT_RESULTS, PICK_RESULTS = map(_ByValue, (runner.run_pack, runner.without_results, runner.pick_results))
@@ -260,7 +259,7 @@ class DaskExecutor(Executor):
         message = event[1]
         task = message.get("task")
         pack = self._packs.get(self._pack_of.get(task, ""))
-        if pack is None or task not in pack.open:
+        if pack is None or task not in pack.open or message.get("key") != pack.key:
             return
         if message["op"] == "started":
             handle = {"dask_key": pack.key, "pack": message["pack"], "worker": message["worker"]}
@@ -301,8 +300,7 @@ class DaskExecutor(Executor):
                 raise LookupError(f"the {self.name} executor no longer holds the result of task {task}")
             by_pack.setdefault(self._pack_of[task], []).append(task)
         picks = [
-            client.submit(PICK_RESULTS, self._packs[key].future, tasks, pure=False)
-            for key, tasks in by_pack.items()
+            client.submit(PICK_RESULTS, self._packs[key].future, tasks, pure=False) for key, tasks in by_pack.items()
         ]
         found: dict[str, bytes] = {}
         for (key, tasks), chunk in zip(by_pack.items(), await client.gather(picks), strict=True):
