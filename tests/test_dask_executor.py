@@ -189,12 +189,16 @@ def test_a_task_that_kills_its_worker_completes_on_its_retry(tmp_path: Path) -> 
     run(scenario)
 
 
+async def until_running(engine: Engine, task: Task) -> None:
+    while (engine.scheduler.lookup(task.id) or task).state is not State.RUNNING:
+        await asyncio.sleep(0.05)
+
+
 def test_cancelling_a_task_alone_in_its_pack_cancels_its_dask_task(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with running(tmp_path) as engine:
             [task] = await submit(engine, "import time\ntime.sleep(30)\nlong = 1\n", ["long"], "long")
-            while (engine.scheduler.lookup(task.id) or task).state is not State.RUNNING:
-                await asyncio.sleep(0.05)
+            await until_running(engine, task)
             task = await engine.cancel(task.id)
             assert task.state is State.CANCELLED
             assert engine.executors["dask"].describe()["packs"] == 0
@@ -297,8 +301,7 @@ def test_a_task_running_when_the_engine_closes_runs_again_once_under_the_next_en
     async def scenario() -> None:
         async with running(tmp_path) as engine:
             [task] = await submit(engine, "import time\ntime.sleep(1)\nnapped = 1\n", ["napped"], "napper")
-            while (engine.scheduler.lookup(task.id) or task).state is not State.RUNNING:
-                await asyncio.sleep(0.05)
+            await until_running(engine, task)
         store = Store(tmp_path / "store")
         assert store.get_task(task.id).state is State.RUNNING, "closing the engine ended the task"
         store.close()
