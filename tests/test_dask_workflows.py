@@ -38,6 +38,17 @@ def test_chain_on_dask_keeps_the_middle_result_on_the_cluster(kernel: Kernel, tm
     assert kernel.value(f"{store}.has_blob({b['result_hash']!r})") is True
 
 
+def test_a_reduce_over_a_foreach_on_dask_reads_the_elements_on_the_cluster(kernel: Kernel) -> None:
+    kernel.run("%%remote foreach=i:range(20) wait=false\ndr_part = [i] * 100\n").check()
+    kernel.run("%%remote wait=false\ndr_total = sum(sum(p) for p in dr_part)\n").check()
+    assert kernel.value("dr_total") == 100 * sum(range(20))
+    hashes = kernel.value(
+        "[t.result_hash for t in __import__('hetflow.client').client.get_client().tasks() if t.name == 'dr_part']"
+    )
+    store = "__import__('hetflow.client').client.get_client().engine.store"
+    assert len(hashes) == 20 and not any(kernel.value(f"[{store}.has_blob(h) for h in {hashes!r}]"))
+
+
 def test_diamond_on_dask(kernel: Kernel) -> None:
     kernel.run("%%remote wait=false\ndd_a = 3\n").check()
     kernel.run("%%remote wait=false\ndd_b = dd_a + 1\n").check()

@@ -161,6 +161,15 @@ def test_foreach_with_failing_elements_keeps_the_others_and_reruns_only_the_fail
     assert len(lines(runs)) == 103 and kernel.value("squares[99]") == 99 * 99
 
 
+def test_a_foreach_read_by_a_later_remote_cell_is_a_dependency_not_a_gather(kernel: Kernel) -> None:
+    kernel.run("%%remote foreach=i:range(5) wait=false\nimport time\ntime.sleep(0.3)\nparts = i * 10\n").check()
+    out = kernel.run("%%remote wait=false\ntotal = sum(parts)\n").check()
+    assert out.duration < 0.3, out.duration  # it did not wait for the foreach to gather it here
+    assert kernel.value("total") == 100
+    total = info(kernel, "total")
+    assert len(total["deps"]) == 5 and len(total["refs"]["parts"][0]) == 5
+
+
 def test_foreach_over_a_bad_expression_is_a_clear_error_before_submission(kernel: Kernel) -> None:
     before = kernel.task_count()
     out = kernel.run("%%remote foreach=i:len(3)\ny_bad = i\n")

@@ -110,12 +110,12 @@ class RemoteMagics(Magics):
         refs, pickled = {}, {}
         for name in inputs:
             value = namespace[name]
-            if isinstance(value, Future) and not (value.done() and not value.failed()):
-                if not value.submission.foreach:
-                    refs[name] = [value.task_id, value.output]  # a dependency: the data need not come here
-                    continue
-                value = value.result()  # a foreach's list is gathered here first
-            elif isinstance(value, Future):
+            if isinstance(value, Future) and not (value.done() and value.submission.at_hand()):
+                # a dependency: the data need not come here (a foreach's: every element, in order)
+                submission = value.submission
+                refs[name] = [submission.order if submission.foreach else value.task_id, value.output]
+                continue
+            if isinstance(value, Future):
                 value = value.result()
             pickled[name] = _pickle(name, value)
         count = self._prompt_number()

@@ -26,7 +26,7 @@ export interface Task {
   retries: number;
   timeout: number | null;
   deps: string[];
-  refs: Record<string, [string, string]>;
+  refs: Record<string, [string | string[], string]>;
   bound: Record<string, string>;
   group_id: string | null;
   element: number | null;

@@ -11,7 +11,7 @@ from typing import Any
 from .credentials import Credentials
 from .events import Events, Listener
 from .executors import Executor, executor_class
-from .models import SpecError, State, Task, TaskSpec, read_executor_options
+from .models import SpecError, State, Task, TaskSpec, read_executor_options, ref_ids
 from .scheduler import Scheduler
 from .settings import Hetflow
 from .store import Store, sha256
@@ -113,13 +113,14 @@ class Engine:
     def _upstream(self, spec: TaskSpec) -> dict[str, Task]:
         """The tasks this one depends on (by the futures it reads, and after=), by id."""
         found: dict[str, Task] = {}
-        for name, (task_id, output) in spec.refs.items():
-            task = self.scheduler.lookup(task_id)
-            if task is None:
-                raise SpecError(f"input {name!r} is a future of task {task_id}, which this engine does not know")
-            if output not in task.outputs:
-                raise SpecError(f"input {name!r}: task {task.label} has no output {output!r}")
-            found[task.id] = task
+        for name, (source, output) in spec.refs.items():
+            for task_id in ref_ids(source):
+                task = self.scheduler.lookup(task_id)
+                if task is None:
+                    raise SpecError(f"input {name!r} is a future of task {task_id}, which this engine does not know")
+                if output not in task.outputs:
+                    raise SpecError(f"input {name!r}: task {task.label} has no output {output!r}")
+                found[task.id] = task
         for ref in spec.after:
             task = self.find(ref)
             found[task.id] = task
@@ -283,7 +284,9 @@ def cache_key(
         "options": options,
     }
     if upstream:  # keys of tasks without dependencies stay as they were before dependencies existed
-        material["refs"] = {name: [upstream[t].cache_key, out] for name, (t, out) in spec.refs.items()}
-        data_deps = {task_id for task_id, _ in spec.refs.values()}
+        material["refs"] = {
+            name: [[upstream[t].cache_key for t in ref_ids(source)], out] for name, (source, out) in spec.refs.items()
+        }
+        data_deps = {t for source, _ in spec.refs.values() for t in ref_ids(source)}
         material["after"] = sorted(str(u.cache_key) for t, u in upstream.items() if t not in data_deps)
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()

@@ -113,7 +113,11 @@ def check_spec(spec: TaskSpec) -> None:
         "cell_id": spec.cell_id is None or strings(spec.cell_id),
         "refs": isinstance(spec.refs, dict)
         and all(
-            strings(name) and isinstance(ref, list) and len(ref) == 2 and all(map(strings, ref))
+            strings(name)
+            and isinstance(ref, list)
+            and len(ref) == 2
+            and strings(ref[1])
+            and (strings(ref[0]) or (isinstance(ref[0], list) and bool(ref[0]) and all(map(strings, ref[0]))))
             for name, ref in spec.refs.items()
         ),
         "after": isinstance(spec.after, list) and all(map(strings, spec.after)),

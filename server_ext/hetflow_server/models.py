@@ -156,6 +156,11 @@ def read_executor_options(kind: str, table: dict[str, Option], raw: dict[str, st
 # ---------------------------------------------------------------------------------------------- tasks
 
 
+def ref_ids(source: str | list[str]) -> list[str]:
+    """The upstream task ids of one input's ref: one task, or a foreach's elements."""
+    return source if isinstance(source, list) else [source]
+
+
 @dataclass
 class TaskSpec:
     """What a kernel asks for: the analysed cell and its options. The payload carries the values."""
@@ -171,7 +176,8 @@ class TaskSpec:
     cache: bool = True
     notebook: str | None = None
     cell_id: str | None = None
-    refs: dict[str, list[str]] = field(default_factory=dict)  # input name -> [upstream task id, its output]
+    # input name -> [upstream task id (or a foreach's element ids, in order), its output]
+    refs: dict[str, list[Any]] = field(default_factory=dict)
     after: list[str] = field(default_factory=list)  # tasks (names or ids) to wait for without their data
     foreach: str | None = None  # the input each element is bound to; elements come with the payload
 
@@ -194,7 +200,7 @@ class Task:
     retries: int = 0
     timeout: float | None = None
     deps: list[str] = field(default_factory=list)  # ids of tasks this one waits for
-    refs: dict[str, list[str]] = field(default_factory=dict)  # input name -> [upstream task id, its output]
+    refs: dict[str, list[Any]] = field(default_factory=dict)  # as TaskSpec.refs
     bound: dict[str, str] = field(default_factory=dict)  # input name -> hash of a value given per task
     group_id: str | None = None  # the foreach this task is one element of
     element: int | None = None  # its element's position in the foreach

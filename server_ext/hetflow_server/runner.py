@@ -107,19 +107,26 @@ def _resolve_inputs(job: dict[str, Any], namespace: dict[str, Any], results: dic
     for name, blob in job.get("bound", {}).items():
         namespace[name] = _unpickle_input(name, blob)
     for name, ref in job.get("refs", {}).items():
-        digest = ref["hash"]
-        if digest not in results:
-            source = ref["source"]
-            if isinstance(source, str):
-                with open(source, "rb") as fh:
-                    source = fh.read()
-            if hashlib.sha256(source).hexdigest() != digest:
-                raise TaskFailure("IntegrityError", f"the upstream result for {name!r} does not match its hash")
-            results[digest] = cloudpickle.loads(source)["outputs"]
-        outputs = results[digest]
-        if ref["output"] not in outputs:
-            raise TaskFailure("MissingInput", f"the upstream task did not produce {ref['output']!r} for {name!r}")
-        namespace[name] = outputs[ref["output"]]
+        if "each" in ref:  # a foreach's elements, in order: a list
+            namespace[name] = [_upstream_value(name, each, results) for each in ref["each"]]
+        else:
+            namespace[name] = _upstream_value(name, ref, results)
+
+
+def _upstream_value(name: str, ref: dict[str, Any], results: dict[str, Any]) -> Any:
+    digest = ref["hash"]
+    if digest not in results:
+        source = ref["source"]
+        if isinstance(source, str):
+            with open(source, "rb") as fh:
+                source = fh.read()
+        if hashlib.sha256(source).hexdigest() != digest:
+            raise TaskFailure("IntegrityError", f"the upstream result for {name!r} does not match its hash")
+        results[digest] = cloudpickle.loads(source)["outputs"]
+    outputs = results[digest]
+    if ref["output"] not in outputs:
+        raise TaskFailure("MissingInput", f"the upstream task did not produce {ref['output']!r} for {name!r}")
+    return outputs[ref["output"]]
 
 
 def _unpickle_input(name: str, blob: bytes) -> Any:
@@ -335,7 +342,7 @@ def run_pack(jobs: list[dict[str, Any]], upstream: dict[str, list[dict[str, Any]
     results: dict[str, Any] = {}  # upstream results read once per pack
     outcomes = []
     for n, job in enumerate(jobs):
-        for ref in job["refs"].values():
+        for ref in (each for refs in job["refs"].values() for each in refs.get("each", [refs])):
             if ref["source"] is None:
                 kept = next(o for o in upstream[ref["pack"]] if o["task"] == ref["task"])
                 ref["source"] = kept["result"]

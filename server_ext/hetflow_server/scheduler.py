@@ -15,7 +15,7 @@ from typing import IO, Any
 from .credentials import Credentials, StreamMasker
 from .events import Events
 from .executors import Executor, Job, RemoteResult, Upstream
-from .models import State, Task
+from .models import State, Task, ref_ids
 from .settings import Hetflow
 from .store import Store, StoreError
 
@@ -239,23 +239,35 @@ class Scheduler:
         return self._blobs.get(digest) or self.store.get_blob(digest)
 
     async def _job(self, task: Task) -> Job:
-        refs: dict[str, Upstream] = {}
-        for name, (upstream_id, output) in task.refs.items():
-            upstream = self.lookup(upstream_id)
-            if upstream is None or not upstream.result_hash:
-                raise LookupError(f"upstream task {upstream_id} has no result")
-            digest = upstream.result_hash
-            kept = self.executors.get(upstream.executor)
-            stays = upstream.executor == task.executor and kept is not None and kept.holds(upstream.id)
-            if not stays and not self.store.has_blob(digest):
-                await self.fetch(upstream)
-            path = self.store.blob_path(digest) if self.store.has_blob(digest) else None
-            refs[name] = Upstream(upstream.id, output, digest, upstream.executor, path)
-            task.inputs[name] = digest  # what this run used: a re-run upstream with a new result re-runs this
+        refs: dict[str, Upstream | list[Upstream]] = {}
+        for name, (source, output) in task.refs.items():
+            found = await self._upstream(task, ref_ids(source), output)
+            refs[name] = found if isinstance(source, list) else found[0]
+            # what this run used: an upstream re-run with a new result re-runs this task
+            task.inputs[name] = ",".join(up.result_hash for up in found)
         if refs:
             self.store.update_task(task, "inputs")
         bound = {name: self._blob(digest) for name, digest in task.bound.items()}
         return Job(task.id, self._blob(task.payload_hash or ""), task.options, bound, refs)
+
+    async def _upstream(self, task: Task, upstream_ids: list[str], output: str) -> list[Upstream]:
+        """Upstream results for one input: left where they are when the task runs on the executor that keeps
+        them, else brought into the store first."""
+        found = []
+        for upstream_id in upstream_ids:
+            upstream = self.lookup(upstream_id)
+            if upstream is None or not upstream.result_hash:
+                raise LookupError(f"upstream task {upstream_id} has no result")
+            found.append(upstream)
+        kept = self.executors.get(task.executor)
+        elsewhere = [u for u in found if not (u.executor == task.executor and kept is not None and kept.holds(u.id))]
+        await self.fetch_many([u for u in elsewhere if not self.store.has_blob(u.result_hash or "")])
+        return [
+            Upstream(u.id, output, u.result_hash or "", u.executor, self._stored(u.result_hash or "")) for u in found
+        ]
+
+    def _stored(self, digest: str) -> Path | None:
+        return self.store.blob_path(digest) if self.store.has_blob(digest) else None
 
     async def fetch(self, task: Task) -> bytes:
         return (await self.fetch_many([task]))[0]
@@ -423,8 +435,12 @@ class Scheduler:
             dependent = self.store.get_task(dependent_id)
             if dependent is None or dependent.state is not State.COMPLETED:
                 continue
-            used = {dependent.inputs.get(name) for name, (up, _) in dependent.refs.items() if up == task.id}
-            if used != {task.result_hash} and used:
+            used = [
+                dependent.inputs.get(name, "").split(",")
+                for name, (source, _) in dependent.refs.items()
+                if task.id in ref_ids(source)
+            ]
+            if any(task.result_hash not in hashes for hashes in used):
                 stale.append(dependent)
         if stale:
             self.in_background(self.rerun(stale, f"upstream {task.label} changed"))

@@ -40,15 +40,27 @@ class Job:
     payload: bytes
     options: dict[str, Any]
     bound: dict[str, bytes] = field(default_factory=dict)  # input values given per task (a foreach element)
-    refs: dict[str, Upstream] = field(default_factory=dict)  # inputs that are upstream outputs
+    # inputs that are upstream outputs: one task's, or a list of them (the elements of a foreach, in order)
+    refs: dict[str, Upstream | list[Upstream]] = field(default_factory=dict)
 
-    def envelope(self, sources: dict[str, bytes | str] | None = None) -> dict[str, Any]:
-        """What the runner takes: the payload with the per-task inputs. An upstream result is read from
-        `sources` (its bytes, or a path where the runner runs), else from the engine's store."""
+    def upstreams(self) -> list[Upstream]:
+        """Every upstream result the job reads."""
+        return [up for ref in self.refs.values() for up in (ref if isinstance(ref, list) else [ref])]
+
+    def envelope(self, sources: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What the runner takes: the payload with the per-task inputs. An upstream result is read from its
+        entry in `sources` (by upstream task id: its bytes, a path where the runner runs, or a dict of fields for
+        the runner's ref), else from the engine's store."""
         sources = sources or {}
+
+        def entry(up: Upstream) -> dict[str, Any]:
+            found = sources.get(up.task_id, str(up.path))
+            ref = {"hash": up.result_hash, "output": up.output, "source": found}
+            return {**ref, **found} if isinstance(found, dict) else ref
+
         refs = {
-            name: {"hash": up.result_hash, "output": up.output, "source": sources.get(name, str(up.path))}
-            for name, up in self.refs.items()
+            name: {"each": [entry(up) for up in ref]} if isinstance(ref, list) else entry(ref)
+            for name, ref in self.refs.items()
         }
         return {"task": self.task_id, "payload": self.payload, "bound": self.bound, "refs": refs}
 

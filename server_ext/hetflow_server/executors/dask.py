@@ -179,20 +179,17 @@ class DaskExecutor(Executor):
         envelopes = []
         for job in jobs:
             self._forget_result(job.task_id)  # a new attempt: its last result is replaced
-            sources: dict[str, bytes | str] = {}
-            envelope = job.envelope()
-            for name, ref in job.refs.items():
+            sources: dict[str, Any] = {}
+            for ref in job.upstreams():
                 held = self._pack_of.get(ref.task_id) if ref.executor == self.name else None
                 if held is not None and ref.task_id in self._packs[held].kept:
                     upstream[held] = self._packs[held].future  # Dask moves it worker to worker
-                    envelope["refs"][name].update(source=None, pack=held, task=ref.task_id)
+                    sources[ref.task_id] = {"source": None, "pack": held, "task": ref.task_id}
                 elif ref.path is not None:
                     if ref.result_hash not in read:  # the worker cannot read the engine's disk
                         read[ref.result_hash] = ref.path.read_bytes()
-                    sources[name] = read[ref.result_hash]
-            for name, data in sources.items():
-                envelope["refs"][name]["source"] = data
-            envelopes.append(envelope)
+                    sources[ref.task_id] = read[ref.result_hash]
+            envelopes.append(job.envelope(sources))
         future = client.submit(RUN_PACK, envelopes, upstream, self._topic, key=key, pure=False)
         pack = _Pack(key, future, [j.task_id for j in jobs], open={j.task_id for j in jobs})
         self._packs[key] = pack

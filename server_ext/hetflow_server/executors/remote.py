@@ -309,11 +309,11 @@ class RemoteExecutor(Executor):
 
 def _shipped(job: Job) -> bytes:
     """The runner's job with upstream results inlined: the remote side cannot read the engine's store."""
-    sources: dict[str, bytes | str] = {}
-    for name, upstream in job.refs.items():
+    sources: dict[str, Any] = {}
+    for upstream in job.upstreams():
         if upstream.path is None:
             raise LaunchError(f"the result of upstream task {upstream.task_id} is not in the engine's store")
-        sources[name] = upstream.path.read_bytes()
+        sources[upstream.task_id] = upstream.path.read_bytes()
     return pickle.dumps(job.envelope(sources), protocol=5)
 
 
