@@ -52,6 +52,12 @@ def test_a_plain_cell_reading_an_unfinished_future_waits_for_it(kernel: Kernel) 
     assert 0.5 < out.duration < 5, out.duration
 
 
+def test_a_plain_cell_with_a_future_import_still_waits_for_its_futures(kernel: Kernel) -> None:
+    kernel.run("%%remote wait=false\nimport time\ntime.sleep(0.5)\nfut_late = 3\n").check()
+    out = kernel.run("from __future__ import annotations\nfut_twice = fut_late * 2\nfut_twice").check()
+    assert out.result == "6"
+
+
 def test_interrupting_a_wait_on_a_future_leaves_the_task_running(kernel: Kernel) -> None:
     kernel.run("%%remote wait=false\nimport time\ntime.sleep(2.5)\nslow = 'done'\n").check()
     msg_id, execution = kernel.start("slow_copy = slow")

@@ -203,7 +203,12 @@ class AwaitFutures(ast.NodeTransformer):
         pending = sorted(name for name in read if isinstance(self.namespace.get(name), Future))
         if pending and node.body:
             call = ast.parse(f"__import__('hetflow.futures', fromlist=['resolve']).resolve({pending!r})").body[0]
+            at = 0  # after `from __future__` imports, which must come first
+            while at < len(node.body) - 1 and isinstance(node.body[at], ast.ImportFrom):
+                if node.body[at].module != "__future__":
+                    break
+                at += 1
             for sub in ast.walk(call):
-                ast.copy_location(sub, node.body[0])
-            node.body.insert(0, call)
+                ast.copy_location(sub, node.body[at])
+            node.body.insert(at, call)
         return node
