@@ -8,6 +8,8 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
+
 import engines
 from engines import outputs, run, settle, submit, until_running
 from hetflow_server.engine import Engine
@@ -89,5 +91,60 @@ def test_a_dependent_of_a_failed_task_submitted_later_is_cancelled_at_once(tmp_p
             assert a.state is State.FAILED
             [b] = await submit(engine, "b = 1\n", ["b"], "b", after=["a"])
             assert b.state is State.CANCELLED and b.error["message"] == "upstream a failed"
+
+    run(scenario)
+
+
+def test_a_task_waiting_for_an_upstream_that_is_rerun_waits_for_the_rerun(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running(tmp_path) as engine:
+            [a] = await settle(engine, await submit(engine, "import time\ntime.sleep(1)\na = 1\n", ["a"], "a"))
+            [b] = await submit(engine, "import time\ntime.sleep(0.3)\nb = 2\n", ["b"], "b")
+            [d] = await submit(engine, "d = a + b\n", ["d"], "d", refs={"a": [a.id, "a"], "b": [b.id, "b"]})
+            await engine.rerun("a")  # a runs again, longer than b: d must wait for both, then run
+            [d] = await settle(engine, [d], timeout=20)
+            assert d.state is State.COMPLETED and (await result(engine, "d"))["d"] == 3
+
+    run(scenario)
+
+
+def test_elements_of_a_pack_do_not_share_an_upstream_object(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with engines.running(tmp_path, {"local": {"kind": "local", "workers": 1}}, "local") as engine:
+            [u] = await settle(engine, await submit(engine, "data = []\n", ["data"], "u"))
+            elements = [cloudpickle.dumps(s) for s in range(4)]
+            code = "data.append(s)\nr = list(data)\n"
+            tasks = await settle(
+                engine, await submit(engine, code, ["r"], "r", elements, foreach="s", refs={"data": [u.id, "data"]})
+            )
+            assert [(await result(engine, t.id))["r"] for t in tasks] == [[0], [1], [2], [3]]
+
+    run(scenario)
+
+
+def test_after_a_foreach_waits_for_every_element(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running(tmp_path) as engine:
+            elements = [cloudpickle.dumps(s) for s in (1.0, 0.0)]
+            fan = await submit(engine, "import time\ntime.sleep(s)\nz = s\n", ["z"], "fan", elements, foreach="s")
+            [d] = await submit(engine, "d = 1\n", ["d"], "d", after=["fan"])
+            assert sorted(d.deps) == sorted(t.id for t in fan)
+            [d, *fan] = await settle(engine, [d, *fan])
+            assert d.started >= max(t.finished for t in fan)
+
+    run(scenario)
+
+
+def test_a_dependent_of_an_uncached_upstream_is_not_served_a_stale_result(tmp_path: Path) -> None:
+    source = tmp_path / "value.txt"
+
+    async def scenario() -> None:
+        async with running(tmp_path) as engine:
+            for value in (1, 2):
+                source.write_text(str(value))
+                [a] = await submit(engine, f"a = int(open({str(source)!r}).read())\n", ["a"], "a", cache=False)
+                [d] = await submit(engine, "d = a * 10\n", ["d"], "d", cache=True, refs={"a": [a.id, "a"]})
+                [d] = await settle(engine, [d])
+                assert (await result(engine, d.id))["d"] == value * 10
 
     run(scenario)

@@ -58,6 +58,11 @@ def test_a_plain_cell_with_a_future_import_still_waits_for_its_futures(kernel: K
     assert out.result == "6"
 
 
+def test_using_a_method_of_an_unfinished_output_waits_for_its_value(kernel: Kernel) -> None:
+    kernel.run("%%remote wait=false\nimport time\ntime.sleep(0.5)\nmany = list(range(10))\n").check()
+    assert kernel.run("many.count(5)").check().result == "1"
+
+
 def test_interrupting_a_wait_on_a_future_leaves_the_task_running(kernel: Kernel) -> None:
     kernel.run("%%remote wait=false\nimport time\ntime.sleep(2.5)\nslow = 'done'\n").check()
     msg_id, execution = kernel.start("slow_copy = slow")

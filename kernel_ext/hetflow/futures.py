@@ -13,7 +13,7 @@ import cloudpickle
 
 from hetflow_server.models import State, Task
 
-from . import display
+from . import capture, display
 from .display import STATUS_INTERVAL
 from .watch import Watch
 
@@ -185,6 +185,16 @@ def resolve(names: list[str]) -> None:
             namespace[name] = value.result()
 
 
+FUTURE_API = frozenset({"done", "result", "failed", "task_id", "submission", "output", "__repr__"})
+
+
+def _leading(stmt: ast.stmt, position: int) -> bool:
+    """A docstring, or a `from __future__` import: what must stay first in a module."""
+    if isinstance(stmt, ast.ImportFrom):
+        return stmt.module == "__future__"
+    return position == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+
+
 class AwaitFutures(ast.NodeTransformer):
     """An IPython AST transformer: a cell that reads unfinished futures first waits for them (a `%%remote` cell
     is a call of the magic here and reads none: its futures become dependencies instead). Using the future's own
@@ -194,19 +204,21 @@ class AwaitFutures(ast.NodeTransformer):
         self.namespace = namespace
 
     def visit_Module(self, node: ast.Module) -> ast.Module:
-        api = {id(n.value) for n in ast.walk(node) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
-        read = {
-            n.id
+        futures = {name for name, value in self.namespace.items() if isinstance(value, Future)}
+        if not futures or not node.body:
+            return node
+        api = {  # fut.done(), fut.result(): the future's own API does not wait
+            id(n.value)
             for n in ast.walk(node)
-            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and id(n) not in api  # fut.done() waits not
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.attr in FUTURE_API
         }
-        pending = sorted(name for name in read if isinstance(self.namespace.get(name), Future))
-        if pending and node.body:
+        reads = set(capture.analyse(node, "").reads)  # read from the namespace, not bound in the cell first
+        used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in futures and id(n) not in api}
+        pending = sorted(futures & reads & used)
+        if pending:
             call = ast.parse(f"__import__('hetflow.futures', fromlist=['resolve']).resolve({pending!r})").body[0]
-            at = 0  # after `from __future__` imports, which must come first
-            while at < len(node.body) - 1 and isinstance(node.body[at], ast.ImportFrom):
-                if node.body[at].module != "__future__":
-                    break
+            at = 0  # after a docstring and `from __future__` imports, which must come first
+            while at < len(node.body) - 1 and _leading(node.body[at], at):
                 at += 1
             for sub in ast.walk(call):
                 ast.copy_location(sub, node.body[at])

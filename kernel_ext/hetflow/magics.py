@@ -76,7 +76,11 @@ class RemoteMagics(Magics):
         submission = Submission(client, tasks, watch, spec.outputs, elements is not None)
         live = client.mode == "server"
         if options.wait or cached:
-            outputs, value = submission.values(live)
+            try:
+                outputs, value = submission.values(live)
+            except display.TaskDetached:  # the task goes on: its outputs become futures
+                self.shell.user_ns.update({name: Future(submission, name) for name in spec.outputs})
+                raise
             self.shell.user_ns.update(outputs)
             for name in submission.deleted:
                 self.shell.user_ns.pop(name, None)

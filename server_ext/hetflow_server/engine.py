@@ -122,8 +122,8 @@ class Engine:
                     raise SpecError(f"input {name!r}: task {task.label} has no output {output!r}")
                 found[task.id] = task
         for ref in spec.after:
-            task = self.find(ref)
-            found[task.id] = task
+            for task in self._targets(self.find(ref)):  # after a foreach: after every element
+                found[task.id] = task
         return found
 
     def _new_task(
@@ -275,7 +275,8 @@ def cache_key(
     spec: TaskSpec, executor: str, options: dict[str, Any], inputs: dict[str, str], upstream: dict[str, Task]
 ) -> str:
     """Same code, same inputs, same outputs asked for, same executor and options, same upstream computations:
-    same result."""
+    same result. A task run with cache=false gets a key of its own: what depends on it never matches a result
+    computed from another of its runs."""
     material = {
         "code": spec.code,
         "inputs": inputs,
@@ -283,6 +284,8 @@ def cache_key(
         "executor": executor,
         "options": options,
     }
+    if not spec.cache:
+        material["uncached"] = uuid.uuid4().hex
     if upstream:  # keys of tasks without dependencies stay as they were before dependencies existed
         material["refs"] = {
             name: [[upstream[t].cache_key for t in ref_ids(source)], out] for name, (source, out) in spec.refs.items()

@@ -187,6 +187,8 @@ class TasksHandler(HetflowHandler):
         except (TypeError, json.JSONDecodeError) as err:
             raise SpecError(f"bad task spec: {err}") from None
         check_spec(spec)
+        if (spec.foreach is None) != (sizes is None):
+            raise SpecError("bad task spec: foreach and element_sizes come together")
         payload, elements = _split(body, sizes)
         spec.notebook = self._relative(spec.notebook)
         tasks, cached = await self.engine.submit(spec, payload, elements)
@@ -338,7 +340,7 @@ def _split(body: bytes, sizes: Any) -> tuple[bytes, list[bytes] | None]:
     """The payload and the elements of a submission body."""
     if sizes is None:
         return body, None
-    if not isinstance(sizes, list) or not all(isinstance(n, int) and n >= 0 for n in sizes):
+    if not isinstance(sizes, list) or not all(type(n) is int and n >= 0 for n in sizes):
         raise SpecError("bad task spec: element_sizes must be a list of byte counts")
     end = len(body) - sum(sizes)
     if end < 0:

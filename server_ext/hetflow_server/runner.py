@@ -122,8 +122,8 @@ def _upstream_value(name: str, ref: dict[str, Any], results: dict[str, Any]) -> 
                 source = fh.read()
         if hashlib.sha256(source).hexdigest() != digest:
             raise TaskFailure("IntegrityError", f"the upstream result for {name!r} does not match its hash")
-        results[digest] = cloudpickle.loads(source)["outputs"]
-    outputs = results[digest]
+        results[digest] = source  # checked bytes, read once per pack; unpickled per job (no shared objects)
+    outputs = cloudpickle.loads(results[digest])["outputs"]
     if ref["output"] not in outputs:
         raise TaskFailure("MissingInput", f"the upstream task did not produce {ref['output']!r} for {name!r}")
     return outputs[ref["output"]]

@@ -205,7 +205,8 @@ class Scheduler:
         self._hand_over_soon()
 
     async def enqueue(self, task: Task) -> None:
-        self._make_ready([task])
+        if self._live.get(task.id) is task and task.state is State.PENDING:  # not cancelled meanwhile
+            self._make_ready([task])
 
     def _hand_over_soon(self) -> None:
         """Tasks made ready in one turn of the loop go to their executor in one call (packing)."""
@@ -223,8 +224,9 @@ class Scheduler:
                     continue
                 try:
                     jobs.append(await self._job(task))
-                except (StoreError, LookupError, OSError) as err:
+                except Exception as err:  # its inputs cannot be had: it fails, the others go on
                     self._fail(task, {"type": type(err).__name__, "message": str(err)})
+            jobs = [job for job in jobs if self._live.get(job.task_id) is not None]  # cancelled while we waited
             if not jobs:
                 continue
             try:
@@ -427,7 +429,9 @@ class Scheduler:
             unfinished, reason = self._blockers(waiting, known)
             if reason:
                 self._end_unrun([waiting], reason)
-            elif not unfinished:
+            elif unfinished:
+                self._wait_for(waiting, unfinished)  # an upstream that runs again (a re-run) holds it still
+            else:
                 ready.append(waiting)
         self._make_ready(ready)
         stale = []
@@ -503,7 +507,10 @@ class Scheduler:
         while frontier:
             upstream = frontier.pop()
             for dependent in self.store.dependents(upstream.id):
-                if dependent.id in again or dependent.id in self._live:
+                live = self._live.get(dependent.id)
+                if live is not None and live.state is State.PENDING and upstream.id in live.deps:
+                    self._wait_for(live, [upstream.id])  # it waits for the re-run too
+                if dependent.id in again or live is not None:
                     continue
                 if dependent.state is State.COMPLETED:
                     self._recheck.setdefault(upstream.id, set()).add(dependent.id)

@@ -224,8 +224,8 @@ class DaskExecutor(Executor):
         with self.reporter.batch():
             for outcome in outcomes:
                 task = outcome["task"]
-                if task not in pack.open:
-                    continue  # cancelled meanwhile
+                if task not in pack.open or self._pack_of.get(task) != pack.key:
+                    continue  # cancelled meanwhile, or run again in a newer pack
                 pack.open.discard(task)
                 if outcome["error"] is None:
                     pack.kept.add(task)
@@ -302,9 +302,10 @@ class DaskExecutor(Executor):
         found: dict[str, bytes] = {}
         for (key, tasks), chunk in zip(by_pack.items(), await client.gather(picks), strict=True):
             found.update(zip(tasks, chunk, strict=True))
-            pack = self._packs[key]
-            pack.kept.difference_update(tasks)
-            self._release_if_done(pack)
+            pack = self._packs.get(key)  # a fetch of the same results at the same time may have released it
+            if pack is not None:
+                pack.kept.difference_update(tasks)
+                self._release_if_done(pack)
         return [found[task] for task in task_ids]
 
     async def cancel(self, task_id: str) -> None:
