@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from kernels import Kernel
+from workflows import diamond_with_failing_join_input
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -62,14 +63,7 @@ def test_diamond_on_dask(kernel: Kernel) -> None:
 
 def test_failing_task_cancels_the_join_and_rerun_runs_only_it_and_the_join(kernel: Kernel, tmp_path: Path) -> None:
     runs, fixed = tmp_path / "runs", tmp_path / "fixed"
-    log = f"open({str(runs)!r}, 'a').write"
-    kernel.run(f"%%remote wait=false\n{log}('A\\n')\ndf_a = 1\n").check()
-    kernel.run(
-        f"%%remote wait=false\nimport os\n{log}('B\\n')\n"
-        f"if not os.path.exists({str(fixed)!r}):\n    raise RuntimeError('B broke')\ndf_b = df_a + 1\n"
-    ).check()
-    kernel.run(f"%%remote wait=false\n{log}('C\\n')\ndf_c = df_a + 2\n").check()
-    kernel.run(f"%%remote wait=false\n{log}('D\\n')\ndf_d = df_b + df_c\n").check()
+    diamond_with_failing_join_input(kernel, "df", runs, fixed)
     out = kernel.run("df_d")
     assert not out.ok and "upstream df_b failed" in out.traceback
     fixed.touch()

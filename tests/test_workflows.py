@@ -12,6 +12,7 @@ import pytest
 
 from kernels import Kernel
 from servers import JupyterServer
+from workflows import diamond_with_failing_join_input, info, lines, note
 
 
 @pytest.fixture(scope="module")
@@ -19,19 +20,6 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
     k = Kernel.local(tmp_path_factory.mktemp("workflows"), config={"executors": {"local": {"kind": "local"}}})
     yield k
     k.shutdown()
-
-
-def note(runs: Path, label: str) -> str:
-    """A line of cell code that records one run of the task in `runs`."""
-    return f"open({str(runs)!r}, 'a').write({label!r} + '\\n')\n"
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text().split() if path.exists() else []
-
-
-def info(kernel: Kernel, name: str) -> dict:
-    return kernel.value(f"__import__('hetflow.client').client.get_client().find({name!r}).to_json()")
 
 
 def test_wait_false_returns_a_future_that_is_swapped_for_its_value(kernel: Kernel, tmp_path: Path) -> None:
@@ -105,13 +93,7 @@ def test_diamond_runs_each_task_once_and_the_join_last(kernel: Kernel, tmp_path:
 
 def test_failing_task_cancels_its_dependents_and_rerun_runs_only_it_and_them(kernel: Kernel, tmp_path: Path) -> None:
     runs, fixed = tmp_path / "runs", tmp_path / "fixed"
-    kernel.run(f"%%remote wait=false\n{note(runs, 'A')}fp_a = 1\n").check()
-    kernel.run(
-        f"%%remote wait=false\nimport os, time\ntime.sleep(0.3)\n{note(runs, 'B')}"
-        f"if not os.path.exists({str(fixed)!r}):\n    raise ValueError('B needs fixing')\nfp_b = fp_a + 1\n"
-    ).check()
-    kernel.run(f"%%remote wait=false\n{note(runs, 'C')}fp_c = fp_a + 2\n").check()
-    kernel.run(f"%%remote wait=false\n{note(runs, 'D')}fp_d = fp_b + fp_c\n").check()
+    diamond_with_failing_join_input(kernel, "fp", runs, fixed)
     out = kernel.run("fp_d")
     assert not out.ok and "upstream fp_b failed" in out.traceback, out.traceback
     d = info(kernel, "fp_d")

@@ -99,15 +99,15 @@ class Engine:
             if cached is not None:
                 self.store.add_event(cached, "served from the cache")
                 return [cached], True
-            tasks = [self._new_task(spec, executor, options, key, payload, upstream)]
-            blobs = {}
-            self.store.put_blob(payload)
+            payload_hash = self.store.put_blob(payload)
+            tasks, blobs = [self._new_task(spec, executor, options, key, payload_hash, upstream)], {}
         else:
-            tasks, blobs = self._elements(spec, executor, options, payload, elements or [], upstream)
+            payload_hash = self.store.put_blob(payload)
+            tasks, blobs = self._elements(spec, executor, options, payload_hash, elements or [], upstream)
         if listener is not None:
             for task in tasks:
                 self.events.subscribe(listener, task.id)
-        await self.scheduler.add(tasks, {tasks[0].payload_hash or "": payload, **blobs} if tasks else {})
+        await self.scheduler.add(tasks, {payload_hash: payload, **blobs})
         return tasks, bool(tasks) and all(t.state is State.COMPLETED for t in tasks)
 
     def _upstream(self, spec: TaskSpec) -> dict[str, Task]:
@@ -132,7 +132,7 @@ class Engine:
         executor: str,
         options: dict[str, Any],
         key: str,
-        payload: bytes,
+        payload_hash: str,
         upstream: dict[str, Task],
         **element: Any,
     ) -> Task:
@@ -152,7 +152,7 @@ class Engine:
             deps=list(upstream),
             refs=spec.refs,
             cache_key=key,
-            payload_hash=sha256(payload),
+            payload_hash=payload_hash,
             created=time.time(),
             **element,
         )
@@ -162,7 +162,7 @@ class Engine:
         spec: TaskSpec,
         executor: str,
         options: dict[str, Any],
-        payload: bytes,
+        payload_hash: str,
         elements: list[bytes],
         upstream: dict[str, Task],
     ) -> tuple[list[Task], dict[str, bytes]]:
@@ -175,7 +175,15 @@ class Engine:
             blobs[digest] = element
             key = cache_key(spec, executor, options, {**spec.inputs, spec.foreach: digest}, upstream)
             task = self._new_task(
-                spec, executor, options, key, payload, upstream, bound={spec.foreach: digest}, group_id=group, element=n
+                spec,
+                executor,
+                options,
+                key,
+                payload_hash,
+                upstream,
+                bound={spec.foreach: digest},
+                group_id=group,
+                element=n,
             )
             task.inputs[spec.foreach] = digest
             cached = self.store.find_cached(key) if spec.cache else None
@@ -184,7 +192,6 @@ class Engine:
             tasks.append(task)
         for data in blobs.values():
             self.store.put_blob(data)
-        self.store.put_blob(payload)
         return tasks, blobs
 
     def find(self, ref: str) -> Task:

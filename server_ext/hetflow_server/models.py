@@ -224,10 +224,7 @@ class Task:
         return data
 
     def to_row(self) -> dict[str, Any]:
-        row = self.to_json()
-        for col in self.JSON_COLUMNS:
-            row[col] = None if row[col] is None else json.dumps(row[col])
-        return row
+        return {name: self.column(name) for name in _TASK_FIELDS}
 
     def column(self, name: str) -> Any:
         """One field as the store keeps it."""
