@@ -6,9 +6,13 @@ hash of the upstream result, read from a path or handed over as bytes). The runn
 `__main__` namespace with stdout/stderr teed to a log, and answers with a result pickle (outputs, trailing value,
 deleted names) or an error description that needs no unpickling.
 
-    python -m hetflow_server.runner serve CMD_FD EVENT_FD SPOOL   # a warm worker fed tasks over a pipe
+    python -m hetflow_server.runner serve CMD_FD EVENT_FD SPOOL [PROVIDER]  # a warm worker fed tasks over a pipe
     python runner.py run DIR                                      # one task from DIR/task.job (remote)
+    python runner.py urls JSON                                    # one task from and to URLs (a container)
     python runner.py versions                                     # "PY_MAJOR.PY_MINOR CLOUDPICKLE_VERSION"
+
+A PROVIDER is a module with `warm()` and `provide(context) -> {name: value}`: a worker imports it once and hands
+the code what the job's context asks for (a quantum device, kept warm between tasks).
 """
 
 from __future__ import annotations
@@ -140,10 +144,18 @@ def _unpickle_input(name: str, blob: bytes) -> Any:
         ) from None
 
 
+Provide = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 def execute(
-    job: dict[str, Any], stdout: io.TextIOBase, stderr: io.TextIOBase, results: dict[str, Any] | None = None
+    job: dict[str, Any],
+    stdout: io.TextIOBase,
+    stderr: io.TextIOBase,
+    results: dict[str, Any] | None = None,
+    provide: Provide | None = None,
 ) -> tuple[bytes | None, dict | None]:
-    """Run one job (a payload and its per-task inputs); return (result pickle, None) or (None, error)."""
+    """Run one job (a payload and its per-task inputs); return (result pickle, None) or (None, error). Names the
+    provider hands over for the job's context (the executor's device) win over inputs of the same name."""
     spec: dict[str, Any] = {}
     try:
         spec = pickle.loads(job["payload"])
@@ -152,6 +164,10 @@ def execute(
         for name, blob in spec["inputs"].items():
             namespace[name] = _unpickle_input(name, blob)
         _resolve_inputs(job, namespace, {} if results is None else results)
+        if job.get("context"):
+            if provide is None:
+                raise TaskFailure("EnvironmentError", f"nothing here provides {sorted(job['context'])}")
+            namespace.update(provide(job["context"]))
         filename = spec["filename"]
         source = spec["source"]
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
@@ -245,7 +261,10 @@ def _write_atomically(path: str, data: bytes) -> None:
 
 
 def run_teed(
-    job: dict[str, Any], emit: Callable[[str, str], None], results: dict[str, Any] | None = None
+    job: dict[str, Any],
+    emit: Callable[[str, str], None],
+    results: dict[str, Any] | None = None,
+    provide: Provide | None = None,
 ) -> tuple[bytes | None, dict | None]:
     """Run one job, what it prints handed to `emit` in batches (every FLUSH_INTERVAL, and at the end)."""
     lock = threading.Lock()
@@ -259,7 +278,7 @@ def run_teed(
 
     pumper = threading.Thread(target=pump, daemon=True)
     pumper.start()
-    outcome = execute(job, tees[0], tees[1], results)
+    outcome = execute(job, tees[0], tees[1], results, provide)
     stop.set()
     pumper.join()
     for tee in tees:
@@ -268,11 +287,15 @@ def run_teed(
 
 
 def run_to_files(
-    job: dict[str, Any], base: str, emit: Callable[[str, str], None], results: dict[str, Any] | None = None
+    job: dict[str, Any],
+    base: str,
+    emit: Callable[[str, str], None],
+    results: dict[str, Any] | None = None,
+    provide: Provide | None = None,
 ) -> dict | None:
     """Run one task; leave the outcome as `BASE.result` (the result pickle) and `BASE.done` (JSON {"error": ...}:
     the engine never unpickles what a remote side says), written atomically, the done file last."""
-    result, error = run_teed(job, emit, results)
+    result, error = run_teed(job, emit, results, provide)
     if result is not None:
         _write_atomically(base + ".result", result)
     _write_atomically(base + ".done", json.dumps({"error": error}).encode())
@@ -287,7 +310,9 @@ def append_to(path: str) -> Callable[[str, str], None]:
     return emit
 
 
-def run_in_spool(channel: Channel, job: dict[str, Any], spool: str, results: dict[str, Any]) -> None:
+def run_in_spool(
+    channel: Channel, job: dict[str, Any], spool: str, results: dict[str, Any], provide: Provide | None
+) -> None:
     """A warm worker's task: output goes to the engine, or to `TASK.log` once no engine listens; the outcome is
     always left in the spool before it is sent, so that an engine that died meanwhile finds it on restart."""
     task_id = job["task"]
@@ -298,7 +323,7 @@ def run_in_spool(channel: Channel, job: dict[str, Any], spool: str, results: dic
         if not channel.send({"op": "log", "task": task_id, "stream": stream, "text": text}):
             to_file(stream, text)
 
-    error = run_to_files(job, base, emit, results)
+    error = run_to_files(job, base, emit, results, provide)
     channel.send({"op": "done", "task": task_id, "error": error})
 
 
@@ -311,10 +336,29 @@ def run_directory(directory: str) -> None:
     run_to_files(job, base, append_to(base + ".log"))
 
 
-def serve(cmd_fd: int, event_fd: int, spool: str) -> None:
+def _provider(name: str) -> Provide:
+    """The provider module's `provide`, warmed; one that cannot start fails each task with the reason, rather than
+    the worker dying and being restarted for ever."""
+    import importlib
+
+    try:
+        module = importlib.import_module(name)
+        module.warm()
+        return module.provide
+    except Exception as err:
+        problem = f"{name} could not start here ({sys.executable}): {type(err).__name__}: {err}"
+
+        def broken(context: dict[str, Any]) -> dict[str, Any]:
+            raise TaskFailure("EnvironmentError", problem)
+
+        return broken
+
+
+def serve(cmd_fd: int, event_fd: int, spool: str, provider: str = "") -> None:
     """Warm worker loop: a pack of jobs at a time, run one after the other, fed over a pipe; exits when the engine
-    closes it."""
+    closes it. A provider is imported and warmed before the worker says it is ready."""
     channel = Channel(event_fd)
+    provide = _provider(provider) if provider else None
     channel.send({"op": "ready", "pid": os.getpid(), "cloudpickle": cloudpickle_version()})
     while True:
         try:
@@ -325,16 +369,52 @@ def serve(cmd_fd: int, event_fd: int, spool: str) -> None:
         for job in jobs:
             if not channel.send({"op": "started", "task": job["task"]}):
                 break  # the engine is gone: the pack's other jobs are still queued in its store
-            run_in_spool(channel, job, spool, results)
+            run_in_spool(channel, job, spool, results, provide)
+
+
+# ------------------------------------------------------------------------------------------- in a container
+
+
+def _put(target: dict[str, Any], data: bytes) -> None:
+    import urllib.request
+
+    request = urllib.request.Request(target["url"], data=data, method="PUT", headers=target.get("headers", {}))
+    with urllib.request.urlopen(request, timeout=300):
+        pass
+
+
+def run_urls(spec: dict[str, Any]) -> int:
+    """A task in a container that has nothing but Python and cloudpickle (AWS Batch): the job is read from a URL
+    and checked against its hash, what the task prints goes to this process's stdout/stderr (the container's log),
+    and the outcome is written to URLs (presigned S3 ones), the done file last. Exit status 1 if the task failed."""
+    import urllib.request
+
+    streams = {"stdout": sys.stdout, "stderr": sys.stderr}  # the real ones: the task's are swapped while it runs
+
+    def emit(stream: str, text: str) -> None:
+        streams[stream].write(text)
+        streams[stream].flush()
+
+    with urllib.request.urlopen(spec["job"], timeout=300) as answer:
+        data = answer.read()
+    if hashlib.sha256(data).hexdigest() != spec["sha256"]:
+        result, error = None, {"type": "IntegrityError", "message": "the job read here does not match its hash"}
+    else:
+        result, error = run_teed(pickle.loads(data), emit)
+    if result is not None:
+        _put(spec["result"], result)
+    _put(spec["done"], json.dumps({"error": error}).encode())
+    return 0 if error is None else 1
 
 
 # ------------------------------------------------------------------------------------------- on Dask
 
 
-def run_pack(jobs: list[dict[str, Any]], upstream: dict[str, list[dict[str, Any]]], topic: str) -> list[dict]:
+def run_pack(jobs: list[dict[str, Any]], upstream: list[list[dict[str, Any]]], topic: str) -> list[dict]:
     """A pack of jobs as one Dask task, on a worker (this module travels by value: workers need only cloudpickle).
-    An input kept on the cluster comes as the outcomes of its upstream pack (`upstream`, by pack key), moved here
-    by Dask. Each outcome keeps its result on the cluster; the engine gets only hashes (`without_results`)."""
+    An input kept on the cluster comes as the outcomes of its upstream pack (`upstream`, by the position a ref
+    names), moved here by Dask. Each outcome keeps its result on the cluster; the engine gets only hashes
+    (`without_results`)."""
     from distributed import get_worker  # only here, on a Dask worker
 
     worker = get_worker()
@@ -369,12 +449,14 @@ def pick_results(outcomes: list[dict[str, Any]], tasks: list[str]) -> list[bytes
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 4 and argv[0] == "serve":
-        serve(int(argv[1]), int(argv[2]), argv[3])
+    if len(argv) in (4, 5) and argv[0] == "serve":
+        serve(int(argv[1]), int(argv[2]), argv[3], *argv[4:])
         return 0
     if len(argv) == 2 and argv[0] == "run":
         run_directory(argv[1])
         return 0
+    if len(argv) == 2 and argv[0] == "urls":
+        return run_urls(json.loads(argv[1]))
     if argv == ["versions"]:
         print(f"{sys.version_info[0]}.{sys.version_info[1]} {cloudpickle_version()}")
         return 0

@@ -161,7 +161,7 @@ class DaskExecutor(Executor):
             for job in jobs:
                 self.reporter.finished(job.task_id, None, {"type": "DaskUnreachable", "message": str(err)})
             return
-        size = self.pack or min(MAX_PACK, max(1, math.ceil(len(jobs) / (2 * self._threads(client)))))
+        size = self.pack or min(MAX_PACK, max(1, math.ceil(len(jobs) / (2 * max(1, self._size(client)[1])))))
         read: dict[str, bytes] = {}  # upstream results from the store, read once (and pickled once per pack)
         with self.reporter.batch():
             for start in range(0, len(jobs), size):
@@ -169,13 +169,21 @@ class DaskExecutor(Executor):
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = asyncio.get_running_loop().create_task(self._watch())
 
-    def _threads(self, client: Any) -> int:
-        """The cluster's threads, as the client last heard (an asynchronous client caches totals, not workers)."""
-        return max(1, client.scheduler_info().get("total_threads", 0))
+    @staticmethod
+    def _size(client: Any) -> tuple[int, int]:
+        """(workers, threads) of the cluster, as the client last heard (Dask >= 2025 caches totals, older ones the
+        workers)."""
+        info = client.scheduler_info()
+        workers = info.get("workers", {})
+        threads = info.get("total_threads") or sum(w.get("nthreads", 0) for w in workers.values())
+        return info.get("n_workers") or len(workers), threads
 
     def _launch(self, client: Any, jobs: list[Job], read: dict[str, bytes]) -> None:
         key = f"hetflow-pack-{uuid.uuid4().hex}"
-        upstream: dict[str, Any] = {}
+        # upstream packs' futures, referred to by position: Dask (before 2025) replaces any value in the arguments
+        # that equals a key with that key's result, so a key must not appear in them as a name
+        upstream: list[Any] = []
+        slots: dict[str, int] = {}
         envelopes = []
         for job in jobs:
             self._forget_result(job.task_id)  # a new attempt: its last result is replaced
@@ -183,8 +191,10 @@ class DaskExecutor(Executor):
             for ref in job.upstreams():
                 held = self._pack_of.get(ref.task_id) if ref.executor == self.name else None
                 if held is not None and ref.task_id in self._packs[held].kept:
-                    upstream[held] = self._packs[held].future  # Dask moves it worker to worker
-                    sources[ref.task_id] = {"source": None, "pack": held, "task": ref.task_id}
+                    if held not in slots:
+                        slots[held] = len(upstream)
+                        upstream.append(self._packs[held].future)  # Dask moves it worker to worker
+                    sources[ref.task_id] = {"source": None, "pack": slots[held], "task": ref.task_id}
                 elif ref.path is not None:
                     if ref.result_hash not in read:  # the worker cannot read the engine's disk
                         read[ref.result_hash] = ref.path.read_bytes()
@@ -323,10 +333,8 @@ class DaskExecutor(Executor):
         client = self._client
         info: dict[str, Any] = {"kind": self.kind, "address": self.address or "LocalCluster"}
         if client is not None:
-            totals = client.scheduler_info()  # an asynchronous client caches totals only
             info["scheduler"] = client.scheduler.address
-            info["workers"] = totals.get("n_workers", 0)
-            info["threads"] = totals.get("total_threads", 0)
+            info["workers"], info["threads"] = self._size(client)
             if self._cluster is not None and self.dashboard:
                 info["dashboard"] = self._cluster.dashboard_link
         else:
