@@ -12,6 +12,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	$(PY) scripts/run_notebook.py examples/quickstart.ipynb
+	$(PY) scripts/run_notebook.py examples/vqe.ipynb
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -88,6 +89,7 @@ chromium:
 bench: $(VENV)/.installed
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/variational.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache node_modules labextension/lib $(LABEXT) tsconfig.tsbuildinfo coverage \

@@ -1,11 +1,15 @@
 """Execute a notebook headless with a real kernel (nbclient) and print what each cell showed.
 
 python scripts/run_notebook.py examples/quickstart.ipynb [--output executed.ipynb]
+
+A `jupyter_server_config.json` next to the notebook (examples/ has one: the executors the examples use) is added to
+the kernel's Jupyter config path.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -29,6 +33,10 @@ def main() -> int:
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     args = parser.parse_args()
     notebook = nbformat.read(args.notebook, as_version=4)
+    folder = args.notebook.parent.resolve()
+    if (folder / "jupyter_server_config.json").exists():
+        extra = [str(folder), os.getenv("JUPYTER_CONFIG_PATH")]
+        os.environ["JUPYTER_CONFIG_PATH"] = os.pathsep.join(filter(None, extra))
     client = NotebookClient(
         notebook,
         timeout=args.timeout,

@@ -1,4 +1,5 @@
-"""Every example notebook runs top to bottom with a real kernel (cells tagged raises-exception must raise)."""
+"""Every example notebook runs top to bottom with a real kernel (cells tagged raises-exception must raise), with the
+executors of examples/jupyter_server_config.json."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-EXAMPLES = sorted(Path(__file__).parent.parent.joinpath("examples").glob("*.ipynb"))
+FOLDER = Path(__file__).parent.parent / "examples"
+EXAMPLES = sorted(FOLDER.glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("JUPYTER_CONFIG_PATH", str(FOLDER))
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(
         notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}

@@ -1,10 +1,21 @@
-"""hetflow in the kernel: `%load_ext hetflow` registers `%%remote` and `%remote`."""
+"""hetflow in the kernel: `%load_ext hetflow` registers `%%remote` and `%remote`; `hetflow.submit(fn, *args)` and
+`hetflow.run(fn, *args)` run functions as tasks (see functions.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["load_ipython_extension", "run", "submit"]
+
+
+def __getattr__(name: str) -> Any:
+    """`submit` and `run`, imported on first use: `import hetflow` stays cheap."""
+    if name in ("submit", "run"):
+        from . import functions
+
+        return getattr(functions, name)
+    raise AttributeError(f"module 'hetflow' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -96,8 +96,12 @@ class StatusLine:
             self.task = task
         if not (now or self.due()):
             return
-        self._shown = time.monotonic()
+        from IPython import get_ipython
         from IPython.display import display
+
+        if get_ipython() is None:  # plain Python (a script using hetflow.run): no cell to show it in
+            return
+        self._shown = time.monotonic()
 
         text: dict[str, Any] = {"text/plain": describe(self.task, counts)}
         if self.live:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import pickle
 from typing import Any
 
 import cloudpickle
@@ -18,6 +16,7 @@ from . import capture, display
 from .client import get_client
 from .futures import Future, Submission, futures_in, resolve
 from .options import CellOptions, help_text, parse_line
+from .payload import make_payload, origin, pickled, split_inputs
 
 LINE_COMMANDS = {
     "status": "list recent tasks and say which engine this kernel uses",
@@ -28,16 +27,6 @@ LINE_COMMANDS = {
     "graph": "draw this notebook's tasks and their dependencies",
     "executors": "list the configured executors and their health",
 }
-
-
-def _pickle(name: str, value: Any) -> bytes:
-    try:
-        return cloudpickle.dumps(value, protocol=5)
-    except Exception as err:
-        raise UsageError(
-            f"input {name!r} ({type(value).__name__}) cannot be pickled: {err}. Create it inside the cell, "
-            f"or leave it out with inputs=..."
-        ) from None
 
 
 def _default_name(outputs: list[str], imports: list[str], count: int) -> str:
@@ -64,7 +53,10 @@ class RemoteMagics(Magics):
     # --------------------------------------------------------------------------- %%remote
 
     def _run_cell(self, line: str, cell: str) -> Any:
-        options, spec, payload, elements = self._capture(line, cell)
+        try:
+            options, spec, payload, elements = self._capture(line, cell)
+        except SpecError as err:  # an input that cannot be pickled
+            raise UsageError(str(err)) from None
         if elements == []:  # foreach over nothing: nothing to run, every output an empty list
             self.shell.user_ns.update({name: [] for name in spec.outputs})
             return None
@@ -111,32 +103,18 @@ class RemoteMagics(Magics):
             name, expr = options.foreach
             inputs = [i for i in inputs if i != name]
             elements = self._elements(name, expr)
-        refs, pickled = {}, {}
-        for name in inputs:
-            value = namespace[name]
-            if isinstance(value, Future) and not (value.done() and value.submission.at_hand()):
-                # a dependency: the data need not come here (a foreach's: every element, in order)
-                submission = value.submission
-                refs[name] = [submission.order if submission.foreach else value.task_id, value.output]
-                continue
-            if isinstance(value, Future):
-                value = value.result()
-            pickled[name] = _pickle(name, value)
+        refs, pickled = split_inputs({name: namespace[name] for name in inputs})
         count = self._prompt_number()
-        payload = pickle.dumps(
-            {
-                "code": cell,
-                "source": f"%%remote {line}\n{cell}",
-                "filename": f"Cell In[{count}]",
-                "line_offset": 1,
-                "inputs": pickled,
-                "outputs": outputs,
-                "outputs_explicit": options.outputs is not None,
-                "deleted": analysis.deletes,
-                "display": analysis.display,
-                "cloudpickle": cloudpickle.__version__,
-            },
-            protocol=5,
+        payload = make_payload(
+            cell,
+            f"%%remote {line}\n{cell}",
+            f"Cell In[{count}]",
+            pickled,
+            outputs,
+            line_offset=1,
+            outputs_explicit=options.outputs is not None,
+            deleted=analysis.deletes,
+            display=analysis.display,
         )
         spec = TaskSpec(
             code=cell,
@@ -148,8 +126,7 @@ class RemoteMagics(Magics):
             retries=options.retries,
             timeout=options.timeout,
             cache=options.cache,
-            notebook=os.environ.get("JPY_SESSION_NAME"),
-            cell_id=self._cell_id(),
+            **origin(self.shell),
             refs=refs,
             after=options.after,
             foreach=options.foreach[0] if options.foreach else None,
@@ -167,16 +144,11 @@ class RemoteMagics(Magics):
             values = list(eval(code, self.shell.user_ns))
         except Exception as err:
             raise UsageError(f"foreach={name}:{expr} could not be iterated: {type(err).__name__}: {err}") from None
-        return [_pickle(f"{name}[{n}]", value) for n, value in enumerate(values)]
+        return [pickled(f"{name}[{n}]", value) for n, value in enumerate(values)]
 
     def _prompt_number(self) -> int:
         """The N of the cell's In[N]: IPython 9 counts the running cell before it runs, IPython 8 after."""
         return self.shell.execution_count - (1 if IPython.version_info[0] >= 9 else 0)
-
-    def _cell_id(self) -> str | None:
-        kernel = getattr(self.shell, "kernel", None)
-        parent = kernel.get_parent() if kernel is not None and hasattr(kernel, "get_parent") else None
-        return ((parent or {}).get("metadata") or {}).get("cellId")
 
     # --------------------------------------------------------------------------- %remote
 

@@ -12,6 +12,8 @@ KINDS = {
     "ssh": "hetflow_server.executors.ssh:SSHExecutor",
     "slurm": "hetflow_server.executors.slurm:SlurmExecutor",
     "dask": "hetflow_server.executors.dask:DaskExecutor",
+    "batch": "hetflow_server.executors.batch:BatchExecutor",
+    "braket": "hetflow_server.executors.braket:BraketExecutor",
 }
 
 

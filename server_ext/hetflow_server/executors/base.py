@@ -42,6 +42,8 @@ class Job:
     bound: dict[str, bytes] = field(default_factory=dict)  # input values given per task (a foreach element)
     # inputs that are upstream outputs: one task's, or a list of them (the elements of a foreach, in order)
     refs: dict[str, Upstream | list[Upstream]] = field(default_factory=dict)
+    # what the runner's provider hands the code (the braket kind's device and shots); empty for other kinds
+    context: dict[str, Any] = field(default_factory=dict)
 
     def upstreams(self) -> list[Upstream]:
         """Every upstream result the job reads."""
@@ -62,7 +64,8 @@ class Job:
             name: {"each": [entry(up) for up in ref]} if isinstance(ref, list) else entry(ref)
             for name, ref in self.refs.items()
         }
-        return {"task": self.task_id, "payload": self.payload, "bound": self.bound, "refs": refs}
+        envelope = {"task": self.task_id, "payload": self.payload, "bound": self.bound, "refs": refs}
+        return {**envelope, "context": self.context} if self.context else envelope
 
 
 class Reporter(Protocol):

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from traitlets import Int
 
@@ -87,7 +87,11 @@ class _Worker:
         cmd_r, cmd_w = os.pipe()
         evt_r, evt_w = os.pipe()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hetflow_server.runner", "serve", str(cmd_r), str(evt_w), str(self.executor.spool)],
+            [
+                *(sys.executable, "-m", "hetflow_server.runner", "serve"),
+                *(str(cmd_r), str(evt_w), str(self.executor.spool)),
+                *([self.executor.PROVIDER] if self.executor.PROVIDER else []),
+            ],
             pass_fds=(cmd_r, evt_w),
             stdin=subprocess.DEVNULL,
             start_new_session=True,
@@ -148,6 +152,7 @@ class _Worker:
 class LocalExecutor(Executor):
     kind = "local"
     workers = Int(2, help="Number of warm worker processes; each runs one task at a time.")
+    PROVIDER: ClassVar[str] = ""  # a module the workers import and warm once, handing its names to each task
 
     def __init__(self, name: str, reporter: Any, spool: Path, **settings: Any):
         super().__init__(name, reporter, spool, **settings)

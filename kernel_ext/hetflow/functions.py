@@ -1,0 +1,86 @@
+"""Functions as tasks, for code that loops (a variational algorithm's optimizer calling a circuit thousands of
+times): `hetflow.submit(fn, *args, executor=..., **options)` returns a future at once, `hetflow.run(...)` waits
+for the value. The same engine, cache and executors as `%%remote`; arguments that are futures become
+dependencies."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from IPython import get_ipython
+
+from hetflow_server.models import COMMON_OPTIONS, SpecError, TaskSpec
+from hetflow_server.store import sha256
+
+from .client import get_client
+from .futures import Future, Submission
+from .payload import make_payload, origin, split_inputs
+
+# the task options that apply to a function (inputs, outputs, wait and foreach are a cell's)
+TASK_OPTIONS = ("name", "retries", "timeout", "cache", "after")
+OUTPUT = "result"
+PROVIDED = ("device", "shots")  # names an executor hands the code (braket: its device and shots)
+
+
+def _text(key: str, value: Any) -> str:
+    """An option's value as the text a cell would give, so that both are read and checked the same way."""
+    if key == "after" and not isinstance(value, str):
+        return ",".join(v.task_id if isinstance(v, Future) else str(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _provided(fn: Callable[..., Any], given: int) -> list[str]:
+    """The parameters named like what the executor provides that the positional arguments leave open: a function
+    `def energy(theta, device, shots)` gets the braket executor's device and shots."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())[given:]
+    except (TypeError, ValueError):  # no signature to read (some builtins)
+        return []
+    keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.name in PROVIDED and p.kind in keywords]
+
+
+def submit(fn: Callable[..., Any], /, *args: Any, executor: str | None = None, **options: Any) -> Future:
+    """Run `fn(*args)` as a task on `executor` (default: the configured default); return a future of its value.
+
+    `options` are task options (name, retries, timeout, cache, after) and the executor's own (e.g. shots=100 on
+    braket), checked as in a `%%remote` line: a bad one raises SpecError (a ValueError). Keyword arguments for
+    `fn` go through `functools.partial`; parameters named `device` and `shots` left open get the executor's
+    (braket). An unchanged call (same function, arguments and options) is served from the cache.
+    """
+    if not callable(fn):
+        raise TypeError(f"hetflow.submit takes a function first, not {type(fn).__name__}")
+    task: dict[str, Any] = {"executor": executor, "options": {}}
+    for key, value in options.items():
+        if key in TASK_OPTIONS:
+            task[key] = COMMON_OPTIONS[key].read(_text(key, value))
+        elif key in COMMON_OPTIONS:
+            raise SpecError(f"{key}= is for %%remote cells; hetflow.submit takes {', '.join(TASK_OPTIONS)}")
+        else:
+            task["options"][key] = _text(key, value)
+    names = [f"__arg{n}__" for n in range(len(args))]
+    refs, pickles = split_inputs({"__fn__": fn, **dict(zip(names, args, strict=True))})
+    name = getattr(fn, "__name__", "function")
+    call = [*names, *(f"{p}={p}" for p in _provided(fn, len(args)))]
+    code = f"{OUTPUT} = __fn__({', '.join(call)})\n"
+    payload = make_payload(code, code, f"<hetflow.submit {name}>", pickles, [OUTPUT], outputs_explicit=True)
+    spec = TaskSpec(
+        code=code,
+        inputs={key: sha256(data) for key, data in pickles.items()},
+        outputs=[OUTPUT],
+        name=task.pop("name", None) or name.strip("<>") or "function",
+        refs=refs,
+        **origin(get_ipython()),
+        **task,
+    )
+    client = get_client()
+    tasks, _, watch = client.submit(spec, payload)
+    return Future(Submission(client, tasks, watch, [OUTPUT], False), OUTPUT)
+
+
+def run(fn: Callable[..., Any], /, *args: Any, executor: str | None = None, **options: Any) -> Any:
+    """`submit(...)` and wait: the value of `fn(*args)`, computed where `executor` runs (a failure raises the
+    remote error, with its traceback)."""
+    return submit(fn, *args, executor=executor, **options).result()

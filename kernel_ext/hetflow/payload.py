@@ -1,0 +1,78 @@
+"""What a task is submitted with, shared by `%%remote` cells and `hetflow.submit`: the inputs (pickled here, or
+references to the tasks whose futures stand in for them), the payload the runner reads, and where the task came
+from (the notebook and the cell)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any
+
+import cloudpickle
+
+from hetflow_server.models import SpecError
+
+from .futures import Future
+
+
+def pickled(name: str, value: Any) -> bytes:
+    try:
+        return cloudpickle.dumps(value, protocol=5)
+    except Exception as err:
+        raise SpecError(
+            f"input {name!r} ({type(value).__name__}) cannot be pickled: {err}. Create it inside the cell, "
+            f"or leave it out with inputs=..."
+        ) from None
+
+
+def split_inputs(values: dict[str, Any]) -> tuple[dict[str, list[Any]], dict[str, bytes]]:
+    """(refs, pickles): an unfinished future (or one whose result is not here) becomes a dependency on its task,
+    and its data need not come through the kernel; anything else is pickled."""
+    refs, pickles = {}, {}
+    for name, value in values.items():
+        if isinstance(value, Future) and not (value.done() and value.submission.at_hand()):
+            submission = value.submission  # a foreach's: every element, in order
+            refs[name] = [submission.order if submission.foreach else value.task_id, value.output]
+            continue
+        if isinstance(value, Future):
+            value = value.result()
+        pickles[name] = pickled(name, value)
+    return refs, pickles
+
+
+def make_payload(
+    code: str,
+    source: str,
+    filename: str,
+    inputs: dict[str, bytes],
+    outputs: list[str],
+    *,
+    line_offset: int = 0,
+    outputs_explicit: bool = False,
+    deleted: list[str] | None = None,
+    display: bool = False,
+) -> bytes:
+    """The runner's payload (server_ext/hetflow_server/runner.py reads it)."""
+    return pickle.dumps(
+        {
+            "code": code,
+            "source": source,
+            "filename": filename,
+            "line_offset": line_offset,
+            "inputs": inputs,
+            "outputs": outputs,
+            "outputs_explicit": outputs_explicit,
+            "deleted": deleted or [],
+            "display": display,
+            "cloudpickle": cloudpickle.__version__,
+        },
+        protocol=5,
+    )
+
+
+def origin(shell: Any) -> dict[str, str | None]:
+    """The notebook (Jupyter names it in JPY_SESSION_NAME) and the cell id (JupyterLab sends it with each run)."""
+    kernel = getattr(shell, "kernel", None)
+    parent = kernel.get_parent() if kernel is not None and hasattr(kernel, "get_parent") else None
+    cell_id = ((parent or {}).get("metadata") or {}).get("cellId")
+    return {"notebook": os.environ.get("JPY_SESSION_NAME"), "cell_id": cell_id}
