@@ -76,8 +76,9 @@ def _check_versions(spec: dict[str, Any]) -> None:
     if wanted.split(".")[0] != cloudpickle.__version__.split(".")[0]:
         raise TaskFailure(
             "EnvironmentError",
-            f"cloudpickle {cloudpickle.__version__} here ({sys.executable}) but {wanted} in the engine; "
-            f"install cloudpickle=={wanted.split('.')[0]}.* where tasks run",
+            f"the task was pickled with cloudpickle {wanted}, but {sys.executable} here has cloudpickle "
+            f"{cloudpickle.__version__}: the major versions must match; install cloudpickle=="
+            f"{wanted.split('.')[0]}.* where tasks run",
         )
 
 

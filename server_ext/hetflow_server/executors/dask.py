@@ -66,6 +66,21 @@ class DaskUnreachable(ConnectionError):
     pass
 
 
+class DaskMismatch(DaskUnreachable):
+    """The cluster cannot read what the engine pickles (another cloudpickle major version)."""
+
+
+def mismatched(versions: dict[str, Any]) -> list[str]:
+    """The scheduler and workers whose cloudpickle major differs from the engine's, as `where (version)`."""
+    mine = runner.cloudpickle_version().split(".")[0]
+    found = {"scheduler": versions.get("scheduler", {}), **versions.get("workers", {})}
+    return [
+        f"{where} ({version})"
+        for where, info in found.items()
+        if (version := str((info.get("packages") or {}).get("cloudpickle"))).split(".")[0] != mine
+    ]
+
+
 @dataclass
 class _Pack:
     """One Dask task running several hetflow tasks; kept while any of its results is wanted."""
@@ -120,6 +135,15 @@ class DaskExecutor(Executor):
                     f"cannot reach the Dask scheduler at {self.where} within {self.connect_timeout:g} s: "
                     f"{type(err).__name__}: {err}; is it running? (its address is set in c.Hetflow.executors)"
                 ) from None
+            wrong = mismatched(await self._client.get_versions()) if self.address else []
+            if wrong:
+                await self._disconnect()
+                raise DaskMismatch(
+                    f"the Dask cluster at {self.address} runs another cloudpickle major version than the engine "
+                    f"({runner.cloudpickle_version()}): {', '.join(wrong)}; install cloudpickle=="
+                    f"{runner.cloudpickle_version().split('.')[0]}.* on the cluster (what one pickles the other "
+                    "must read)"
+                )
             self._client.subscribe_topic(self._topic, self._on_event)
             return self._client
 
@@ -159,7 +183,7 @@ class DaskExecutor(Executor):
             client = await self.connected()
         except DaskUnreachable as err:
             for job in jobs:
-                self.reporter.finished(job.task_id, None, {"type": "DaskUnreachable", "message": str(err)})
+                self.reporter.finished(job.task_id, None, {"type": type(err).__name__, "message": str(err)})
             return
         size = self.pack or min(MAX_PACK, max(1, math.ceil(len(jobs) / (2 * max(1, self._size(client)[1])))))
         read: dict[str, bytes] = {}  # upstream results from the store, read once (and pickled once per pack)
