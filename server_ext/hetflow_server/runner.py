@@ -235,23 +235,55 @@ class Channel:
 class Tee(io.TextIOBase):
     """Collects what the task prints on one stream and hands it on in batches (by the pump, and at the end)."""
 
-    def __init__(self, name: str, emit: Callable[[str, str], None], lock: threading.Lock):
-        self.name, self._emit, self._lock = name, emit, lock
+    def __init__(self, name: str, emit: Callable[[str, str], None], pump: Pump):
+        self.name, self._emit, self._pump = name, emit, pump
         self._pending: list[str] = []
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        with self._lock:
+        with self._pump.lock:
             self._pending.append(text)
+            self._pump.wake()
         return len(text)
 
     def flush(self) -> None:
-        with self._lock:
+        with self._pump.lock:
             text, self._pending = "".join(self._pending), []
         if text:
             self._emit(self.name, text)
+
+
+class Pump:
+    """Flushes a task's tees every FLUSH_INTERVAL, from a thread started at the task's first write: a task that
+    prints nothing (a circuit evaluation in a tight loop) pays for no thread."""
+
+    def __init__(self, emit: Callable[[str, str], None]):
+        self.lock = threading.Lock()
+        self.tees = [Tee("stdout", emit, self), Tee("stderr", emit, self)]
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        """Called with the lock held."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(FLUSH_INTERVAL):
+            for tee in self.tees:
+                tee.flush()
+
+    def finish(self) -> None:
+        self._stop.set()
+        with self.lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        for tee in self.tees:
+            tee.flush()
 
 
 def _write_atomically(path: str, data: bytes) -> None:
@@ -268,23 +300,11 @@ def run_teed(
     provide: Provide | None = None,
 ) -> tuple[bytes | None, dict | None]:
     """Run one job, what it prints handed to `emit` in batches (every FLUSH_INTERVAL, and at the end)."""
-    lock = threading.Lock()
-    tees = [Tee("stdout", emit, lock), Tee("stderr", emit, lock)]
-    stop = threading.Event()
-
-    def pump() -> None:
-        while not stop.wait(FLUSH_INTERVAL):
-            for tee in tees:
-                tee.flush()
-
-    pumper = threading.Thread(target=pump, daemon=True)
-    pumper.start()
-    outcome = execute(job, tees[0], tees[1], results, provide)
-    stop.set()
-    pumper.join()
-    for tee in tees:
-        tee.flush()
-    return outcome
+    pump = Pump(emit)
+    try:
+        return execute(job, pump.tees[0], pump.tees[1], results, provide)
+    finally:
+        pump.finish()
 
 
 def run_to_files(
@@ -297,8 +317,9 @@ def run_to_files(
     """Run one task; leave the outcome as `BASE.result` (the result pickle) and `BASE.done` (JSON {"error": ...}:
     the engine never unpickles what a remote side says), written atomically, the done file last."""
     result, error = run_teed(job, emit, results, provide)
-    if result is not None:
-        _write_atomically(base + ".result", result)
+    if result is not None:  # complete once the done file exists
+        with open(base + ".result", "wb") as fh:
+            fh.write(result)
     _write_atomically(base + ".done", json.dumps({"error": error}).encode())
     return error
 
