@@ -54,13 +54,15 @@ class Watch:
                 text = data[have - start :].decode("utf-8", errors="replace")
             self.offsets[task_id] = start + len(data)
             event = {**event, "text": text}
-        elif event["type"] == "task" and event["state"] in FINAL:
-            self.ended.add(task_id)
+        final = event["type"] == "task" and event["state"] in FINAL
+        if final:
             if "result_b64" in event:
                 self.results[task_id] = base64.b64decode(event["result_b64"])
             elif isinstance(event.get("result"), bytes):
                 self.results[task_id] = event["result"]
         self.events.put(event)
+        if final:  # only once its event is queued: a reader that sees `done` and an empty queue has had it
+            self.ended.add(task_id)
 
     def next(self, timeout: float | None) -> dict[str, Any] | None:
         """The next event (None when none came within the timeout); task events update `tasks`."""
