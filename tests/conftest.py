@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from aws import moto_server
 from kernels import Kernel
 from servers import JupyterServer
 
@@ -29,3 +30,10 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     s = JupyterServer(tmp_path_factory.mktemp("server"), base_url=request.param)
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """moto on loopback (S3, Batch, CloudWatch Logs, IAM) for the AWS executors' tests; each test resets it."""
+    with moto_server() as moto:
+        yield moto.url

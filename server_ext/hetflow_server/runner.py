@@ -8,7 +8,7 @@ deleted names) or an error description that needs no unpickling.
 
     python -m hetflow_server.runner serve CMD_FD EVENT_FD SPOOL [PROVIDER]  # a warm worker fed tasks over a pipe
     python runner.py run DIR                                      # one task from DIR/task.job (remote)
-    python runner.py urls JSON                                    # one task from and to URLs (a container)
+    python runner.py s3 MANIFEST_URI                              # one task from and to S3 (a container)
     python runner.py versions                                     # "PY_MAJOR.PY_MINOR CLOUDPICKLE_VERSION"
 
 A PROVIDER is a module with `warm()` and `provide(context) -> {name: value}`: a worker imports it once and hands
@@ -397,19 +397,14 @@ def serve(cmd_fd: int, event_fd: int, spool: str, provider: str = "") -> None:
 # ------------------------------------------------------------------------------------------- in a container
 
 
-def _put(target: dict[str, Any], data: bytes) -> None:
-    import urllib.request
-
-    request = urllib.request.Request(target["url"], data=data, method="PUT", headers=target.get("headers", {}))
-    with urllib.request.urlopen(request, timeout=300):
-        pass
-
-
-def run_urls(spec: dict[str, Any]) -> int:
-    """A task in a container that has nothing but Python and cloudpickle (AWS Batch): the job is read from a URL
-    and checked against its hash, what the task prints goes to this process's stdout/stderr (the container's log),
-    and the outcome is written to URLs (presigned S3 ones), the done file last. Exit status 1 if the task failed."""
-    import urllib.request
+def run_s3(manifest_uri: str, provide: Provide | None = None) -> int:
+    """A task in a container (an AWS Batch job or array child, a Braket Hybrid Job) that reads and writes S3 with
+    its own role: no URL that could carry the engine's credentials is handed over. The manifest names, per array
+    index (`AWS_BATCH_JOB_ARRAY_INDEX`, 0 for a plain job), the job, the payload and their hashes, and where the
+    result and the done object go; both are written with the manifest's server-side encryption, the done object
+    last. What the task prints goes to this process's stdout/stderr, which the container's log driver ships.
+    Exit status 1 if the task failed. boto3 is imported here only: every other mode needs nothing but cloudpickle."""
+    import boto3
 
     streams = {"stdout": sys.stdout, "stderr": sys.stderr}  # the real ones: the task's are swapped while it runs
 
@@ -417,15 +412,29 @@ def run_urls(spec: dict[str, Any]) -> int:
         streams[stream].write(text)
         streams[stream].flush()
 
-    with urllib.request.urlopen(spec["job"], timeout=300) as answer:
-        data = answer.read()
-    if hashlib.sha256(data).hexdigest() != spec["sha256"]:
-        result, error = None, {"type": "IntegrityError", "message": "the job read here does not match its hash"}
-    else:
-        result, error = run_teed(pickle.loads(data), emit)
+    s3 = boto3.client("s3")
+
+    def get(bucket: str, key: str, digest: str | None = None) -> bytes:
+        data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+            raise TaskFailure("IntegrityError", f"s3://{bucket}/{key} does not match its hash")
+        return data
+
+    manifest = json.loads(get(*manifest_uri.removeprefix("s3://").split("/", 1)))
+    bucket, sse = manifest["bucket"], manifest.get("sse", {})
+    entry = manifest["each"][int(os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX", "0"))]
+    result: bytes | None = None
+    try:
+        job = pickle.loads(get(bucket, entry["job"], entry["sha256"]))
+        if "payload" in entry:  # a payload the submission's tasks share, uploaded once
+            job["payload"] = get(bucket, entry["payload"], entry["payload_sha256"])
+        result, error = run_teed(job, emit, None, provide)
+    except TaskFailure as failure:
+        error = failure.info
     if result is not None:
-        _put(spec["result"], result)
-    _put(spec["done"], json.dumps({"error": error}).encode())
+        s3.put_object(Bucket=bucket, Key=entry["result"], Body=result, **sse)
+    done = {"error": error, "sha256": hashlib.sha256(result).hexdigest() if result is not None else None}
+    s3.put_object(Bucket=bucket, Key=entry["done"], Body=json.dumps(done).encode(), **sse)
     return 0 if error is None else 1
 
 
@@ -477,8 +486,8 @@ def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "run":
         run_directory(argv[1])
         return 0
-    if len(argv) == 2 and argv[0] == "urls":
-        return run_urls(json.loads(argv[1]))
+    if len(argv) == 2 and argv[0] == "s3":
+        return run_s3(argv[1])
     if argv == ["versions"]:
         print(f"{sys.version_info[0]}.{sys.version_info[1]} {cloudpickle_version()}")
         return 0

@@ -161,7 +161,7 @@ class RemoteExecutor(Executor):
         remote = [RemoteJob(job.task_id, f"{self._root}/{job.task_id}-{uuid.uuid4().hex[:6]}") for job in jobs]
         await asyncio.gather(*(transport.mkdir(r.directory) for r in remote))
         await asyncio.gather(
-            *(transport.write(f"{r.directory}/task.job", _shipped(j)) for r, j in zip(remote, jobs, strict=True))
+            *(transport.write(f"{r.directory}/task.job", shipped(j)) for r, j in zip(remote, jobs, strict=True))
         )
         for job, spec in zip(remote, jobs, strict=True):
             self._launching.add(job.task_id)
@@ -307,7 +307,7 @@ class RemoteExecutor(Executor):
         return f"; its output ends with: {text}" if text else ""
 
 
-def _shipped(job: Job) -> bytes:
+def shipped(job: Job) -> bytes:
     """The runner's job with upstream results inlined: the remote side cannot read the engine's store."""
     sources: dict[str, Any] = {}
     for upstream in job.upstreams():

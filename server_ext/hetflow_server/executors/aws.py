@@ -1,0 +1,343 @@
+"""What the AWS kinds (batch, braket) share: a boto3 session from a named profile or an `aws` credential of the
+engine's store — never the server's own environment by accident —, clients per service called off the event loop
+(boto3 blocks), a task's objects under `s3_prefix` with server-side encryption on everything written, the manifest
+the runner reads in a container (`runner.run_s3`), and the tail of a CloudWatch Logs stream.
+
+Objects of one submission, under `s3_prefix`: `FOLDER/manifest.json`, `FOLDER/payload-HASH` (a payload shared by the
+submission's tasks is uploaded once), and per task `FOLDER/TASK.job` (the runner's job with its inputs inlined),
+`TASK.result` and `TASK.done` (JSON, written last by the container: the task's own word on its outcome).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+import threading
+from typing import Any
+
+from traitlets import Float, Unicode
+
+from ..models import SpecError
+from ..transport import AccessError
+from .base import Executor, Job
+from .remote import RUNNER_NAME, RUNNER_SOURCE, shipped
+
+log = logging.getLogger(__name__)
+
+_S3_URI = re.compile(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/.*)?")
+SSE_KINDS = ("AES256", "aws:kms")
+
+
+class AWSExecutor(Executor):
+    profile = Unicode("", help="A named AWS profile (~/.aws/config) to authenticate with.")
+    credential = Unicode("", help="Name of an `aws` credential in the engine's store (used when no profile is set).")
+    region = Unicode("", help="AWS region (default: the credential's or the profile's region).")
+    s3_prefix = Unicode("", help="s3://bucket/prefix where payloads, the runner and results go.")
+    sse = Unicode("AES256", help="Server-side encryption of every object written: AES256 or aws:kms.")
+    kms_key_id = Unicode("", help="KMS key for sse=aws:kms (default: the account's aws/s3 key).")
+    endpoint_url = Unicode("", help="An S3/Batch/Logs-compatible endpoint (tests use moto); empty: AWS itself.")
+    poll_interval = Float(5.0, help="Seconds between two polls of all running jobs.")
+
+    def __init__(self, name: str, reporter: Any, spool: Any, **settings: Any):
+        super().__init__(name, reporter, spool, **settings)
+        if self.s3_prefix and not _S3_URI.fullmatch(self.s3_prefix):
+            raise SpecError(f"executor {name!r} ({self.kind}): s3_prefix={self.s3_prefix!r} is not s3://bucket/prefix")
+        if self.sse not in SSE_KINDS:
+            raise SpecError(f"executor {name!r} ({self.kind}): sse={self.sse!r}; use {' or '.join(SSE_KINDS)}")
+        self._session: Any = None
+        self._clients: dict[str, Any] = {}
+        self._built_from: Any = None  # the credential's `updated` stamp the session was built from
+        self._lock = threading.Lock()  # sessions are not thread-safe; clients are
+        self._runner_uploaded = False
+        self._poller: asyncio.Task[None] | None = None
+        self.last_error = ""  # the last failed poll, shown by describe() until one succeeds
+
+    # --------------------------------------------------------------------------- session and calls
+
+    def problem(self) -> str | None:
+        """What keeps this executor from reaching AWS, found without a request; None when nothing does."""
+        if not self.profile and not self.credential:
+            return (
+                f"executor {self.name!r} ({self.kind}) has no AWS credentials: set `profile` (a named AWS profile) "
+                "or `credential` (an aws credential in the engine's store); the server's own environment (AWS_* "
+                "variables, an instance role) is never used"
+            )
+        if not self.profile:
+            try:
+                secret = self.credentials(self.credential)
+            except SpecError as err:
+                return str(err)
+            if secret["kind"] != "aws":
+                return f"credential {self.credential!r} is a {secret['kind']}, not an aws credential"
+            if not self.region and not secret["fields"].get("region"):
+                return f"executor {self.name!r} ({self.kind}) has no region: set `region` (or the credential's region)"
+        if not self.s3_prefix:
+            return f"executor {self.name!r} ({self.kind}) has no s3_prefix: set it to s3://bucket/prefix"
+        return None
+
+    def _new_session(self) -> Any:
+        import boto3
+
+        problem = self.problem()
+        if problem:
+            raise AccessError(problem)
+        if self.profile:
+            return boto3.Session(profile_name=self.profile, region_name=self.region or None)
+        fields = self.credentials(self.credential)["fields"]
+        return boto3.Session(
+            aws_access_key_id=fields["access_key_id"],
+            aws_secret_access_key=fields["secret_access_key"],
+            aws_session_token=fields.get("session_token") or None,
+            region_name=self.region or fields.get("region") or None,
+        )
+
+    def _stamp(self) -> Any:
+        """When the credential the session is built from was last replaced (None for a profile)."""
+        if self.profile or not self.credential:
+            return None
+        with contextlib.suppress(SpecError):
+            return self.credentials(self.credential).get("updated")
+        return None
+
+    def _client(self, service: str) -> Any:
+        """A cached client (in a worker thread: building one reads botocore's data files), built again once the
+        credential was replaced in the store."""
+        stamp = self._stamp()
+        with self._lock:
+            if stamp != self._built_from:
+                self._session, self._clients, self._built_from = None, {}, stamp
+            if service not in self._clients:
+                if self._session is None:
+                    self._session = self._new_session()
+                if self._session.region_name is None:  # a profile without one
+                    raise AccessError(f"executor {self.name!r} ({self.kind}) has no region: set `region`")
+                self._clients[service] = self._session.client(service, endpoint_url=self.endpoint_url or None)
+            return self._clients[service]
+
+    def forget_session(self) -> None:
+        """Build the session again at the next call: a replaced credential or a refreshed profile is picked up."""
+        with self._lock:
+            self._session, self._clients = None, {}
+
+    async def call(self, service: str, method: str, **kwargs: Any) -> dict[str, Any]:
+        """One AWS API call, off the event loop."""
+
+        def blocking() -> dict[str, Any]:
+            return getattr(self._client(service), method)(**kwargs)
+
+        return await asyncio.to_thread(blocking)
+
+    @property
+    def region_name(self) -> str:
+        """The region the session resolved (after a first call)."""
+        return self._session.region_name if self._session is not None else self.region
+
+    # --------------------------------------------------------------------------- S3 under the prefix
+
+    @property
+    def bucket(self) -> str:
+        return self.s3_prefix[5:].split("/", 1)[0]
+
+    def s3_key(self, key: str) -> str:
+        root = self.s3_prefix[5:].partition("/")[2].strip("/")
+        return f"{root}/{key}" if root else key
+
+    def s3_uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.s3_key(key)}"
+
+    @property
+    def sse_args(self) -> dict[str, str]:
+        """The put_object arguments that encrypt an object (the container uses them too, from the manifest)."""
+        args = {"ServerSideEncryption": self.sse}
+        if self.sse == "aws:kms" and self.kms_key_id:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        return args
+
+    async def s3_put(self, key: str, data: bytes) -> None:
+        await self.call("s3", "put_object", Bucket=self.bucket, Key=self.s3_key(key), Body=data, **self.sse_args)
+
+    async def s3_get(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is none (yet)."""
+        from botocore.exceptions import ClientError
+
+        def blocking() -> bytes | None:
+            try:
+                answer = self._client("s3").get_object(Bucket=self.bucket, Key=self.s3_key(key))
+            except ClientError as err:
+                if _code(err) in ("NoSuchKey", "404", "NotFound"):
+                    return None
+                raise
+            return answer["Body"].read()
+
+        return await asyncio.to_thread(blocking)
+
+    async def s3_delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+            chunk = [{"Key": self.s3_key(key)} for key in keys[start : start + 1000]]
+            await self.call("s3", "delete_objects", Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+
+    async def s3_delete_folder(self, folder: str) -> None:
+        def blocking() -> list[str]:
+            pages = self._client("s3").get_paginator("list_objects_v2")
+            prefix = self.s3_key(folder) + "/"
+            found = pages.paginate(Bucket=self.bucket, Prefix=prefix)
+            return [f"{folder}/{o['Key'][len(prefix) :]}" for page in found for o in page.get("Contents", [])]
+
+        await self.s3_delete(await asyncio.to_thread(blocking))
+
+    async def upload_runner(self) -> str:
+        """The runner, once per engine, as `runner-HASH.py` under the prefix; returns its key."""
+        if not self._runner_uploaded:
+            await self.s3_put(RUNNER_NAME, RUNNER_SOURCE)
+            self._runner_uploaded = True
+        return self.s3_key(RUNNER_NAME)
+
+    # --------------------------------------------------------------------------- a task's objects
+
+    async def ship(self, folder: str, jobs: list[Job]) -> str:
+        """Upload the jobs (entry N of the manifest is jobs[N], an array job's child N) and their manifest; returns
+        the manifest's URI, what `runner.run_s3` takes. Upstream results are inlined (the container cannot read the
+        engine's store); each distinct payload goes up once."""
+        digests: dict[int, str] = {}  # the tasks of a foreach share one payload object: hashed once
+        for job in jobs:
+            if id(job.payload) not in digests:
+                digests[id(job.payload)] = hashlib.sha256(job.payload).hexdigest()
+        payloads = {digests[id(job.payload)]: job.payload for job in jobs}
+        envelopes = [shipped(dataclasses.replace(job, payload=b"")) for job in jobs]  # the runner puts it back
+        each = []
+        for job, data in zip(jobs, envelopes, strict=True):
+            digest = digests[id(job.payload)]
+            each.append(
+                {
+                    "job": self.s3_key(f"{folder}/{job.task_id}.job"),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "payload": self.s3_key(f"{folder}/payload-{digest[:16]}"),
+                    "payload_sha256": digest,
+                    "result": self.s3_key(f"{folder}/{job.task_id}.result"),
+                    "done": self.s3_key(f"{folder}/{job.task_id}.done"),
+                }
+            )
+        uploads = [(f"{folder}/payload-{digest[:16]}", data) for digest, data in payloads.items()]
+        uploads += [(f"{folder}/{job.task_id}.job", data) for job, data in zip(jobs, envelopes, strict=True)]
+        await asyncio.gather(*(self.s3_put(key, data) for key, data in uploads))
+        manifest = {"bucket": self.bucket, "sse": self.sse_args, "each": each}
+        await self.s3_put(f"{folder}/manifest.json", json.dumps(manifest).encode())
+        return self.s3_uri(f"{folder}/manifest.json")
+
+    async def outcome(self, folder: str, task_id: str) -> tuple[bytes | None, dict[str, str] | None]:
+        """The task's outcome from its done object: (result, None), (None, error), or (None, None) when there is
+        no done object yet. Only the done JSON is parsed; the result is checked against the hash it names."""
+        done = await self.s3_get(f"{folder}/{task_id}.done")
+        if done is None:
+            return None, None
+        try:
+            said = json.loads(done)
+            error = said["error"] and {str(key): str(value) for key, value in said["error"].items()}
+        except (ValueError, TypeError, KeyError, AttributeError):
+            where = self.s3_uri(f"{folder}/{task_id}.done")
+            return None, {"type": "IntegrityError", "message": f"{where} is not what a task writes"}
+        if error:
+            return None, error
+        result = await self.s3_get(f"{folder}/{task_id}.result")
+        where = self.s3_uri(f"{folder}/{task_id}.result")
+        if result is None:
+            return None, {"type": "ResultMissing", "message": f"{where} is missing"}
+        if hashlib.sha256(result).hexdigest() != said.get("sha256"):
+            return None, {"type": "IntegrityError", "message": f"{where} does not match the hash its task wrote"}
+        return result, None
+
+    async def forget_task(self, folder: str, task_id: str) -> None:
+        """Delete a task's objects (best effort: a lifecycle rule on the prefix catches what is left)."""
+        with contextlib.suppress(Exception):
+            await self.s3_delete([f"{folder}/{task_id}.{name}" for name in ("job", "result", "done")])
+
+    # --------------------------------------------------------------------------- logs
+
+    async def tail_log(self, group: str, stream: str, token: str | None) -> tuple[str, str | None]:
+        """What the stream got since `token` (one line per event), and the token to go on from. A stream that does
+        not exist yet (the container has not started) is empty."""
+        from botocore.exceptions import ClientError
+
+        def blocking() -> tuple[str, str | None]:
+            logs, lines, at = self._client("logs"), [], token
+            while True:
+                args = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
+                try:
+                    answer = logs.get_log_events(**args, **({"nextToken": at} if at else {}))
+                except ClientError as err:
+                    if _code(err) == "ResourceNotFoundException":
+                        return "", token
+                    raise
+                lines += [event["message"] + "\n" for event in answer.get("events", [])]
+                if not answer.get("events") or answer.get("nextForwardToken") in (None, at):
+                    return "".join(lines), answer.get("nextForwardToken", at)
+                at = answer["nextForwardToken"]
+
+        return await asyncio.to_thread(blocking)
+
+    # --------------------------------------------------------------------------- following jobs
+
+    def following(self) -> list[str]:
+        """The tasks whose jobs the poll loop follows; it runs while there are any."""
+        return []
+
+    async def poll_once(self) -> None:
+        """One cycle over every followed job (as few calls as the service allows), reporting what changed."""
+
+    def end(self, task_id: str, result: bytes | None, error: dict[str, str] | None) -> None:
+        """Stop following the task, and report its outcome."""
+
+    def follow(self) -> None:
+        if self.following() and (self._poller is None or self._poller.done()):
+            self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
+
+    async def _poll_loop(self) -> None:
+        while self.following():
+            try:
+                await self.poll_once()
+                self.last_error = ""
+            except AccessError as err:  # not configured (any more): nothing can be followed
+                for task_id in self.following():
+                    self.end(task_id, None, {"type": "AccessError", "message": str(err)})
+            except Exception as err:  # throttled, the network, expired keys: build the session again and retry
+                self.last_error = f"following the jobs failed: {type(err).__name__}: {err}"
+                log.warning("hetflow %s: %s (will retry)", self.name, self.last_error)
+                self.forget_session()
+            await asyncio.sleep(self.poll_interval)
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+
+    # --------------------------------------------------------------------------- health
+
+    def describe(self) -> dict[str, Any]:
+        problem = self.problem() or self.last_error
+        shown = {
+            "kind": self.kind,
+            "auth": f"profile {self.profile}" if self.profile else f"credential {self.credential or '(none)'}",
+            "region": self.region_name or "(from the credential or profile)",
+            "s3_prefix": self.s3_prefix,
+            "sse": self.sse,
+            "healthy": not problem,
+        }
+        if self.endpoint_url:
+            shown["endpoint_url"] = self.endpoint_url
+        return {**shown, "error": problem} if problem else shown
+
+    async def check(self) -> dict[str, Any]:
+        """A round trip: list the prefix (the engine needs s3:ListBucket on it to clean up)."""
+        try:
+            await self.call("s3", "list_objects_v2", Bucket=self.bucket, Prefix=self.s3_key(""), MaxKeys=1)
+        except Exception as err:
+            return {**self.describe(), "healthy": False, "error": f"{type(err).__name__}: {err}"}
+        return self.describe()
+
+
+def _code(err: Any) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
