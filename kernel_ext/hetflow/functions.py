@@ -22,24 +22,31 @@ from .payload import make_payload, origin, split_inputs
 TASK_OPTIONS = ("name", "retries", "timeout", "cache", "after")
 OUTPUT = "result"
 PROVIDED = ("device", "shots")  # names an executor hands the code (braket: its device and shots)
+FUNCTION_HINT = "Pass something picklable, or create it inside the function."
 
 
 def _text(key: str, value: Any) -> str:
     """An option's value as the text a cell would give, so that both are read and checked the same way."""
     if key == "after" and not isinstance(value, str):
-        return ",".join(v.task_id if isinstance(v, Future) else str(v) for v in value)
+        values = value if isinstance(value, (list, tuple, set)) else [value]
+        return ",".join(v.task_id if isinstance(v, Future) else str(v) for v in values)
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _provided(fn: Callable[..., Any], given: int) -> list[str]:
-    """The parameters named like what the executor provides that the positional arguments leave open: a function
-    `def energy(theta, device, shots)` gets the braket executor's device and shots."""
+def _provided(fn: Callable[..., Any], args: tuple[Any, ...]) -> list[str]:
+    """The parameters named like what an executor provides that the arguments (and a partial's keywords) leave
+    open: a function `def energy(theta, device, shots)` gets the braket executor's device and shots."""
     try:
-        params = list(inspect.signature(fn).parameters.values())[given:]
-    except (TypeError, ValueError):  # no signature to read (some builtins)
+        signature = inspect.signature(fn)
+        given = set(signature.bind_partial(*args).arguments) | set(getattr(fn, "keywords", None) or {})
+    except (TypeError, ValueError):  # no signature to read (some builtins), or too many arguments: fn says so
         return []
     keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [p.name for p in params if p.name in PROVIDED and p.kind in keywords]
+    return [
+        p.name
+        for p in signature.parameters.values()
+        if p.name in PROVIDED and p.kind in keywords and p.name not in given
+    ]
 
 
 def submit(fn: Callable[..., Any], /, *args: Any, executor: str | None = None, **options: Any) -> Future:
@@ -61,9 +68,13 @@ def submit(fn: Callable[..., Any], /, *args: Any, executor: str | None = None, *
         else:
             task["options"][key] = _text(key, value)
     names = [f"__arg{n}__" for n in range(len(args))]
-    refs, pickles = split_inputs({"__fn__": fn, **dict(zip(names, args, strict=True))})
     name = getattr(fn, "__name__", "function")
-    call = [*names, *(f"{p}={p}" for p in _provided(fn, len(args)))]
+    labels = {"__fn__": f"function {name}", **{key: f"argument {n + 1} of {name}" for n, key in enumerate(names)}}
+    refs, pickles = split_inputs({"__fn__": fn, **dict(zip(names, args, strict=True))}, labels, FUNCTION_HINT)
+    call = names
+    provided = _provided(fn, args)
+    if provided:  # only where the executor provides them: elsewhere the function's own defaults hold
+        call = [*names, f"**{{k: globals()[k] for k in {tuple(provided)!r} if k in globals()}}"]
     code = f"{OUTPUT} = __fn__({', '.join(call)})\n"
     payload = make_payload(code, code, f"<hetflow.submit {name}>", pickles, [OUTPUT], outputs_explicit=True)
     spec = TaskSpec(

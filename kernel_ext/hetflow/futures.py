@@ -150,6 +150,12 @@ class Future:
     def result(self) -> Any:
         return self.submission.values()[0][self.output]
 
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a hetflow future cannot travel inside another value (a list, a closure, functools.partial): pass it "
+            "to hetflow.submit as an argument of its own, read it in a %%remote cell, or use its .result()"
+        )
+
     def __repr__(self) -> str:
         task = self.submission.first
         return (
@@ -195,6 +201,20 @@ def _leading(stmt: ast.stmt, position: int) -> bool:
     return position == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
 
 
+def _handed_to_hetflow(node: ast.AST) -> set[int]:
+    """The names given as they are to `hetflow.submit(...)`/`hetflow.run(...)`: a future there is a dependency
+    of the new task, not a value to wait for here."""
+    found = set()
+    for call in ast.walk(node):
+        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Attribute):
+            continue
+        func = call.func
+        if func.attr in ("submit", "run") and isinstance(func.value, ast.Name) and func.value.id == "hetflow":
+            given = [*call.args, *(k.value for k in call.keywords if k.arg == "after")]
+            found |= {id(arg) for arg in given if isinstance(arg, ast.Name)}
+    return found
+
+
 class AwaitFutures(ast.NodeTransformer):
     """An IPython AST transformer: a cell that reads unfinished futures first waits for them (a `%%remote` cell
     is a call of the magic here and reads none: its futures become dependencies instead). Using the future's own
@@ -212,6 +232,7 @@ class AwaitFutures(ast.NodeTransformer):
             for n in ast.walk(node)
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.attr in FUTURE_API
         }
+        api |= _handed_to_hetflow(node)
         reads = set(capture.analyse(node, "").reads)  # read from the namespace, not bound in the cell first
         used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in futures and id(n) not in api}
         pending = sorted(futures & reads & used)

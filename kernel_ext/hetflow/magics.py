@@ -144,7 +144,7 @@ class RemoteMagics(Magics):
             values = list(eval(code, self.shell.user_ns))
         except Exception as err:
             raise UsageError(f"foreach={name}:{expr} could not be iterated: {type(err).__name__}: {err}") from None
-        return [pickled(f"{name}[{n}]", value) for n, value in enumerate(values)]
+        return [pickled(f"element {n} of {name}", value) for n, value in enumerate(values)]
 
     def _prompt_number(self) -> int:
         """The N of the cell's In[N]: IPython 9 counts the running cell before it runs, IPython 8 after."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 from typing import Any
 
 import cloudpickle
@@ -14,18 +15,19 @@ from hetflow_server.models import SpecError
 
 from .futures import Future
 
+CELL_HINT = "Create it inside the cell, or leave it out with inputs=..."
 
-def pickled(name: str, value: Any) -> bytes:
+
+def pickled(label: str, value: Any, hint: str = CELL_HINT) -> bytes:
     try:
         return cloudpickle.dumps(value, protocol=5)
     except Exception as err:
-        raise SpecError(
-            f"input {name!r} ({type(value).__name__}) cannot be pickled: {err}. Create it inside the cell, "
-            f"or leave it out with inputs=..."
-        ) from None
+        raise SpecError(f"{label} ({type(value).__name__}) cannot be pickled: {err}. {hint}") from None
 
 
-def split_inputs(values: dict[str, Any]) -> tuple[dict[str, list[Any]], dict[str, bytes]]:
+def split_inputs(
+    values: dict[str, Any], labels: dict[str, str] | None = None, hint: str = CELL_HINT
+) -> tuple[dict[str, list[Any]], dict[str, bytes]]:
     """(refs, pickles): an unfinished future (or one whose result is not here) becomes a dependency on its task,
     and its data need not come through the kernel; anything else is pickled."""
     refs, pickles = {}, {}
@@ -36,7 +38,7 @@ def split_inputs(values: dict[str, Any]) -> tuple[dict[str, list[Any]], dict[str
             continue
         if isinstance(value, Future):
             value = value.result()
-        pickles[name] = pickled(name, value)
+        pickles[name] = pickled((labels or {}).get(name, f"input {name!r}"), value, hint)
     return refs, pickles
 
 
@@ -65,6 +67,7 @@ def make_payload(
             "deleted": deleted or [],
             "display": display,
             "cloudpickle": cloudpickle.__version__,
+            "python": f"{sys.version_info[0]}.{sys.version_info[1]}",  # named when an input cannot be unpickled
         },
         protocol=5,
     )
