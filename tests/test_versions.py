@@ -133,3 +133,20 @@ def test_a_dask_cluster_whose_cloudpickle_major_differs_is_refused_with_what_to_
 
         with pytest.warns(Warning):  # distributed's own table of mismatched versions
             run(scenario)
+
+
+def test_an_input_that_cannot_be_unpickled_under_another_python_names_both_versions(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with engines.running(tmp_path, {"local": {"kind": "local", "workers": 1}}, "local") as engine:
+            data = pickle.loads(payload("y = f\n", ["y"]))
+            data["inputs"]["f"] = b"cno_such_module_here\nThing\n."  # a pickle whose reader lacks what it names
+            data["python"] = "3.99"  # as a kernel on another Python would send it
+            spec = TaskSpec(code="y = f\n", inputs={"f": "x"}, outputs=["y"], name="y", cache=False)
+            [task], _ = await engine.submit(spec, pickle.dumps(data))
+            [task] = await settle(engine, [task])
+            assert task.state is State.FAILED and task.error and task.error["type"] == "UnpicklingError"
+            message = task.error["message"]
+            assert "input 'f' could not be unpickled here" in message and "the kernel runs Python 3.99" in message
+            assert "functions travel as bytecode, so tasks must run on Python 3.99" in message, message
+
+    run(scenario)

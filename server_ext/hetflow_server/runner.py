@@ -106,11 +106,11 @@ def _pack_result(spec: dict[str, Any], namespace: dict[str, Any], value: Any, st
     return cloudpickle.dumps({"outputs": outputs, "value": value, "deleted": deleted}, protocol=5)
 
 
-def _resolve_inputs(job: dict[str, Any], namespace: dict[str, Any], results: dict[str, Any]) -> None:
+def _resolve_inputs(job: dict[str, Any], namespace: dict[str, Any], results: dict[str, Any], python: str) -> None:
     """The inputs a job brings besides its payload: per-task values, and outputs of upstream tasks (each upstream
     result read once per pack, and only if it hashes to what the engine recorded)."""
     for name, blob in job.get("bound", {}).items():
-        namespace[name] = _unpickle_input(name, blob)
+        namespace[name] = _unpickle_input(name, blob, python)
     for name, ref in job.get("refs", {}).items():
         if "each" in ref:  # a foreach's elements, in order: a list
             namespace[name] = [_upstream_value(name, each, results) for each in ref["each"]]
@@ -134,14 +134,19 @@ def _upstream_value(name: str, ref: dict[str, Any], results: dict[str, Any]) -> 
     return outputs[ref["output"]]
 
 
-def _unpickle_input(name: str, blob: bytes) -> Any:
+def _unpickle_input(name: str, blob: bytes, python: str) -> Any:
     try:
         return cloudpickle.loads(blob)
     except Exception as err:
+        here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        why = (
+            f"the kernel runs Python {python}, {sys.executable} here is {here}: functions travel as bytecode, so "
+            f"tasks must run on Python {python}"
+            if python and python != here
+            else "is the module that defines it installed where the task runs?"
+        )
         raise TaskFailure(
-            "UnpicklingError",
-            f"input {name!r} could not be unpickled here: {type(err).__name__}: {err} "
-            "(is the module that defines it installed where the task runs?)",
+            "UnpicklingError", f"input {name!r} could not be unpickled here: {type(err).__name__}: {err} ({why})"
         ) from None
 
 
@@ -162,9 +167,10 @@ def execute(
         spec = pickle.loads(job["payload"])
         _check_versions(spec)
         namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        python = str(spec.get("python", ""))  # the kernel's major.minor
         for name, blob in spec["inputs"].items():
-            namespace[name] = _unpickle_input(name, blob)
-        _resolve_inputs(job, namespace, {} if results is None else results)
+            namespace[name] = _unpickle_input(name, blob, python)
+        _resolve_inputs(job, namespace, {} if results is None else results, python)
         if job.get("context"):
             if provide is None:
                 raise TaskFailure("EnvironmentError", f"nothing here provides {sorted(job['context'])}")
@@ -369,6 +375,8 @@ def _provider(name: str) -> Provide:
         return module.provide
     except Exception as err:
         problem = f"{name} could not start here ({sys.executable}): {type(err).__name__}: {err}"
+        if isinstance(err, ImportError):
+            problem += " (install what it needs into the engine's environment, e.g. pip install 'hetflow[braket]')"
 
         def broken(context: dict[str, Any]) -> dict[str, Any]:
             raise TaskFailure("EnvironmentError", problem)
