@@ -435,6 +435,31 @@ def test_without_profile_or_credential_the_servers_aws_environment_is_not_used(
     run(scenario)
 
 
+def test_a_profile_without_keys_of_its_own_does_not_fall_back_to_the_environments(
+    tmp_path: Path, moto: Moto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "aws-config"
+    config.write_text(f"[profile empty]\nregion = {REGION}\n")
+    for name, value in {
+        "AWS_CONFIG_FILE": str(config),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",  # no instance metadata service to wait for here
+        "AWS_ACCESS_KEY_ID": "AKIAFROMTHEENVIRONMENT",
+        "AWS_SECRET_ACCESS_KEY": "environment-secret",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    async def scenario() -> None:
+        async with running(tmp_path, moto, store_keys=False, credential="", profile="empty") as engine:
+            [task] = await submit(engine, "y = 1\n", ["y"])
+            [task] = await settle(engine, [task], 30)
+            assert task.state is State.FAILED and task.error and task.error["type"] == "AccessError", task.error
+            assert "profile 'empty' has no credentials of its own" in task.error["message"], task.error
+        assert moto.client("batch").list_jobs(jobQueue=QUEUE)["jobSummaryList"] == []
+
+    run(scenario)
+
+
 def test_describe_and_check_name_the_credential_but_never_show_its_secret(tmp_path: Path, moto: Moto) -> None:
     async def scenario() -> None:
         async with running(tmp_path, moto) as engine:

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 _S3_URI = re.compile(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/.*)?")
 SSE_KINDS = ("AES256", "aws:kms")
+# credentials botocore falls back to from the machine when a profile has none: never the executor's by accident
+MACHINE_CREDENTIALS = ("env", "iam-role", "container-role")
 
 
 class AWSExecutor(Executor):
@@ -53,7 +55,6 @@ class AWSExecutor(Executor):
         self._clients: dict[str, Any] = {}
         self._built_from: Any = None  # the credential's `updated` stamp the session was built from
         self._lock = threading.Lock()  # sessions are not thread-safe; clients are
-        self._runner_uploaded = False
         self._poller: asyncio.Task[None] | None = None
         self.last_error = ""  # the last failed poll, shown by describe() until one succeeds
 
@@ -87,7 +88,16 @@ class AWSExecutor(Executor):
         if problem:
             raise AccessError(problem)
         if self.profile:
-            return boto3.Session(profile_name=self.profile, region_name=self.region or None)
+            session = boto3.Session(profile_name=self.profile, region_name=self.region or None)
+            found = session.get_credentials()
+            method = getattr(found, "method", None)
+            if found is None or method in MACHINE_CREDENTIALS:
+                raise AccessError(
+                    f"profile {self.profile!r} has no credentials of its own"
+                    + (f" (botocore found the machine's: {method})" if method else "")
+                    + ": give it keys, sso or a role to assume, or use an aws credential of the engine's store"
+                )
+            return session
         fields = self.credentials(self.credential)["fields"]
         return boto3.Session(
             aws_access_key_id=fields["access_key_id"],
@@ -116,7 +126,13 @@ class AWSExecutor(Executor):
                     self._session = self._new_session()
                 if self._session.region_name is None:  # a profile without one
                     raise AccessError(f"executor {self.name!r} ({self.kind}) has no region: set `region`")
-                self._clients[service] = self._session.client(service, endpoint_url=self.endpoint_url or None)
+                from botocore.config import Config
+
+                # AWS_ENDPOINT_URL* of the server's environment must not redirect the engine's signed requests
+                config = None if self.endpoint_url else Config(ignore_configured_endpoint_urls=True)
+                self._clients[service] = self._session.client(
+                    service, endpoint_url=self.endpoint_url or None, config=config
+                )
             return self._clients[service]
 
     def forget_session(self) -> None:
@@ -135,7 +151,8 @@ class AWSExecutor(Executor):
     @property
     def region_name(self) -> str:
         """The region the session resolved (after a first call)."""
-        return self._session.region_name if self._session is not None else self.region
+        session = self._session  # read once: a worker thread may drop it meanwhile
+        return session.region_name if session is not None else self.region
 
     # --------------------------------------------------------------------------- S3 under the prefix
 
@@ -190,11 +207,21 @@ class AWSExecutor(Executor):
 
         await self.s3_delete(await asyncio.to_thread(blocking))
 
+    async def s3_ensure(self, key: str, data: bytes) -> None:
+        """Put an object the jobs share (the runner, a source bundle) unless it is there: looked for at every
+        submission, since a lifecycle rule on the prefix may have expired it."""
+        from botocore.exceptions import ClientError
+
+        try:
+            await self.call("s3", "head_object", Bucket=self.bucket, Key=self.s3_key(key))
+        except ClientError as err:
+            if _code(err) not in ("NoSuchKey", "404", "NotFound"):
+                raise
+            await self.s3_put(key, data)
+
     async def upload_runner(self) -> str:
-        """The runner, once per engine, as `runner-HASH.py` under the prefix; returns its key."""
-        if not self._runner_uploaded:
-            await self.s3_put(RUNNER_NAME, RUNNER_SOURCE)
-            self._runner_uploaded = True
+        """The runner as `runner-HASH.py` under the prefix; returns its key."""
+        await self.s3_ensure(RUNNER_NAME, RUNNER_SOURCE)
         return self.s3_key(RUNNER_NAME)
 
     # --------------------------------------------------------------------------- a task's objects

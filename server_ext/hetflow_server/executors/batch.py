@@ -26,7 +26,7 @@ import math
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from traitlets import Float, Unicode
@@ -37,6 +37,7 @@ from .base import Job
 from .remote import RUNNER_SOURCE
 
 MAX_DESCRIBE = 100  # ids per describe_jobs call
+UNSEEN_GRACE = 60.0  # seconds a job just submitted may be missing from describe_jobs (it is eventually consistent)
 MAX_ARRAY = 10_000  # children of one array job
 ENDED = frozenset({"SUCCEEDED", "FAILED"})
 RESOURCES = {"vcpus": "VCPU", "memory": "MEMORY", "gpus": "GPU"}  # cell option -> Batch resource type
@@ -88,6 +89,8 @@ class BatchJob:
     token: str | None = None  # where its log was read up to
     tail: str = ""  # the end of its log, quoted when it ends without an outcome
     succeeded_at: float | None = None  # when it was first seen SUCCEEDED without a done object
+    followed_at: float = field(default_factory=time.monotonic)
+    seen: bool = False  # describe_jobs has answered for it (right after submit_job it may not yet)
 
     @property
     def handle(self) -> dict[str, Any]:
@@ -209,6 +212,9 @@ class BatchExecutor(AWSExecutor):
 
     async def _check(self, job: BatchJob, described: dict[str, Any] | None) -> None:
         """One job after describe_jobs said `described` (None: Batch does not know it)."""
+        job.seen = job.seen or described is not None
+        if described is None and not job.seen and time.monotonic() - job.followed_at < UNSEEN_GRACE:
+            return  # just submitted: describe_jobs does not know it yet
         status = described["status"] if described else None
         if not job.started and described and (status == "RUNNING" or (status in ENDED and "startedAt" in described)):
             job.started = True
@@ -225,12 +231,19 @@ class BatchExecutor(AWSExecutor):
                 if time.monotonic() - job.succeeded_at < self.outcome_grace:
                     return
             error = {"type": "JobEnded", "message": self._ended_without_outcome(job, described)}
-        self.end(job.task_id, result, error)
+        if self.jobs.get(job.task_id) is job:  # not cancelled, nor run again, meanwhile
+            self.end(job.task_id, result, error)
 
     async def _read_log(self, job: BatchJob, container: dict[str, Any]) -> None:
+        """New log lines; a log that cannot be read (permissions, throttling) does not keep the outcome from being
+        collected: the trouble shows in the executor's health."""
         group = container.get("logConfiguration", {}).get("options", {}).get("awslogs-group", self.log_group)
-        text, job.token = await self.tail_log(group, container["logStreamName"], job.token)
-        if text and job.task_id in self.jobs:
+        try:
+            text, job.token = await self.tail_log(group, container["logStreamName"], job.token)
+        except Exception as err:
+            self.last_error = f"reading the log of job {job.job_id} in {group}: {type(err).__name__}: {err}"
+            return
+        if text and self.jobs.get(job.task_id) is job:
             job.tail = (job.tail + text)[-1500:]
             self.reporter.log(job.task_id, "stdout", text)
 
