@@ -66,6 +66,15 @@ def test_a_parameterized_circuit_gives_the_exact_expectations_and_a_cell_option_
     run(scenario)
 
 
+def test_a_local_only_executor_is_healthy_without_any_aws_settings(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running(tmp_path) as engine:
+            checked = await engine.executors["braket"].check()
+            assert checked["healthy"] is True and "error" not in checked and "s3_prefix" not in checked, checked
+
+    run(scenario)
+
+
 def test_the_worker_keeps_its_device_between_tasks(tmp_path: Path) -> None:
     code = "import os\nwho = (os.getpid(), id(device))\n"
 

@@ -239,3 +239,18 @@ def test_without_a_role_no_job_is_created_and_the_error_says_what_to_set(tmp_pat
             assert "has no role_arn" in task.error["message"], task.error  # and the Stubber saw no call
 
     run(scenario)
+
+
+def test_a_job_braket_no_longer_knows_fails_the_task_and_not_the_others(tmp_path: Path, moto: Moto) -> None:
+    async def scenario() -> None:
+        async with running(tmp_path, moto) as (engine, stubber):
+            expect_create(stubber)
+            [task] = await submit(engine, BELL, ["counts"], "bell")
+            await submitted(engine, stubber, task)
+            stubber.add_client_error("get_job", "ResourceNotFoundException", "no such job", 404, {"jobArn": JOB_ARN})
+            await engine.executors["qpu"].poll_once()
+            [task] = await settle(engine, [task])
+            assert task.state is State.FAILED and task.error, task
+            assert "Braket no longer knows the job" in task.error["message"], task.error
+
+    run(scenario)

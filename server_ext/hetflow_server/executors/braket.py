@@ -103,14 +103,22 @@ class BraketExecutor(AWSExecutor):
         await self._jobs.cancel(task_id)
         await self._local.cancel(task_id)
 
+    @property
+    def uses_aws(self) -> bool:
+        """Set up for device ARNs (otherwise AWS settings are nobody's concern)."""
+        return bool(self.s3_prefix or self.credential or self.profile or self.device not in LOCAL_SIMULATORS)
+
     def describe(self) -> dict[str, Any]:
         """The local workers' health; the AWS side's too once the executor is set up for device ARNs."""
         local = self._local.describe()
         shown = {**local, "kind": self.kind, "device": self.device, "shots": self.shots}
-        if not (self.s3_prefix or self.credential or self.profile or self.device not in LOCAL_SIMULATORS):
+        if not self.uses_aws:
             return shown
         aws = super().describe()
         return {**shown, **aws, "hybrid_jobs": len(self._jobs.jobs), "healthy": local["healthy"] and aws["healthy"]}
+
+    async def check(self) -> dict[str, Any]:
+        return await super().check() if self.uses_aws else self.describe()
 
     async def close(self) -> None:
         await super().close()
