@@ -7,16 +7,33 @@ import sqlite3
 import pytest
 
 from hetflow_server.models import State, Task
-from hetflow_server.store import Store, StoreError, StoreLocked
+from hetflow_server.store import SMALL_BLOB, Store, StoreError, StoreLocked
 
 
 def test_a_blob_that_no_longer_matches_its_hash_is_refused(tmp_path) -> None:
     store = Store(tmp_path)
-    digest = store.put_blob(b"result bytes")
-    assert store.get_blob(digest) == b"result bytes"
-    store.blob_path(digest).write_bytes(b"tampered")
-    with pytest.raises(StoreError, match="does not match its hash"):
-        store.get_blob(digest)
+    small, large = b"result bytes", b"x" * (SMALL_BLOB + 1)
+    digests = [store.put_blob(small), store.put_blob(large)]
+    assert [store.get_blob(d) for d in digests] == [small, large]
+    assert store.blob_file(digests[0]) is None and store.blob_file(digests[1]) is not None  # a row, and a file
+    store.db.execute("UPDATE blobs SET data = ? WHERE digest = ?", (b"tampered", digests[0]))
+    store.blob_path(digests[1]).write_bytes(b"tampered")
+    for digest in digests:
+        with pytest.raises(StoreError, match="does not match its hash"):
+            store.get_blob(digest)
+
+
+def test_a_small_result_file_is_taken_in_as_a_row_and_a_large_one_moved(tmp_path) -> None:
+    store = Store(tmp_path / "store")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    for name, data in (("small", b"s" * 10), ("large", b"l" * (SMALL_BLOB + 1))):
+        source = spool / name
+        source.write_bytes(data)
+        digest, read = store.adopt_blob(source)
+        assert read == data and store.get_blob(digest) == data and store.has_blob(digest)
+        assert not source.exists()
+    assert not store.has_blob("0" * 64)
 
 
 def test_a_second_engine_cannot_take_a_store_in_use(tmp_path) -> None:

@@ -99,10 +99,10 @@ class Engine:
             if cached is not None:
                 self.store.add_event(cached, "served from the cache")
                 return [cached], True
-            payload_hash = self.store.put_blob(payload)
+            payload_hash = sha256(payload)  # stored with the task, in its transaction
             tasks, blobs = [self._new_task(spec, executor, options, key, payload_hash, upstream)], {}
         else:
-            payload_hash = self.store.put_blob(payload)
+            payload_hash = sha256(payload)
             tasks, blobs = self._elements(spec, executor, options, payload_hash, elements or [], upstream)
         if listener is not None:
             for task in tasks:
@@ -190,8 +190,6 @@ class Engine:
             if cached is not None:
                 task.state, task.result_hash, task.attempts = State.COMPLETED, cached.result_hash, 0
             tasks.append(task)
-        for data in blobs.values():
-            self.store.put_blob(data)
         return tasks, blobs
 
     def find(self, ref: str) -> Task:

@@ -182,7 +182,7 @@ class Scheduler:
                 self._live[task.id] = task
                 self._ready.setdefault(task.executor, []).append(task)
                 rows.append((task, [State.PENDING, State.QUEUED], None))
-        self.store.insert_tasks(rows)
+        self.store.insert_tasks(rows, blobs.values())
         for task, _, message in rows:
             self.announce(task, message)
             if task.state.final:
@@ -265,11 +265,15 @@ class Scheduler:
         elsewhere = [u for u in found if not (u.executor == task.executor and kept is not None and kept.holds(u.id))]
         await self.fetch_many([u for u in elsewhere if not self.store.has_blob(u.result_hash or "")])
         return [
-            Upstream(u.id, output, u.result_hash or "", u.executor, self._stored(u.result_hash or "")) for u in found
+            Upstream(u.id, output, u.result_hash or "", u.executor, *self._stored(u.result_hash or "")) for u in found
         ]
 
-    def _stored(self, digest: str) -> Path | None:
-        return self.store.blob_path(digest) if self.store.has_blob(digest) else None
+    def _stored(self, digest: str) -> tuple[Path | None, bytes | None]:
+        """Where a result in the store is for a runner: a large one's file, or a small one's bytes."""
+        path = self.store.blob_file(digest)
+        if path is not None or not self.store.has_blob(digest):
+            return path, None
+        return None, self.store.get_blob(digest)
 
     async def fetch(self, task: Task) -> bytes:
         return (await self.fetch_many([task]))[0]
@@ -372,19 +376,20 @@ class Scheduler:
             return  # cancelled meanwhile: a late report changes nothing
         self._clear_timer(task_id)
         if error is None and result is not None:
-            inline: dict[str, Any] = {}
-            if isinstance(result, RemoteResult):
-                task.result_hash = result.digest
-            else:
-                if isinstance(result, Path):
-                    task.result_hash, result = self.store.adopt_blob(result)
+            with self.batch():  # the result (a small one is a row) and the state change in one commit
+                inline: dict[str, Any] = {}
+                if isinstance(result, RemoteResult):
+                    task.result_hash = result.digest
                 else:
-                    task.result_hash = self.store.put_blob(result)
-                # small results ride along with the event, so a waiting kernel need not fetch them
-                inline = {"result": result} if len(result) <= INLINE_RESULT else {}
-            task.error, task.finished = None, time.time()
-            self.move(task, State.COMPLETED, None, "result_hash", "error", "finished", **inline)
-            self._release(task)
+                    if isinstance(result, Path):
+                        task.result_hash, result = self.store.adopt_blob(result)
+                    else:
+                        task.result_hash = self.store.put_blob(result)
+                    # small results ride along with the event, so a waiting kernel need not fetch them
+                    inline = {"result": result} if len(result) <= INLINE_RESULT else {}
+                task.error, task.finished = None, time.time()
+                self.move(task, State.COMPLETED, None, "result_hash", "error", "finished", **inline)
+                self._release(task)
             return
         error = error or {"type": "Error", "message": "the executor returned no result"}
         masked = {key: self.credentials.mask(str(value)) for key, value in error.items()}

@@ -1,4 +1,9 @@
-"""Where tasks, their event history, payloads, results and logs live: SQLite (WAL) plus content-addressed blobs."""
+"""Where tasks, their event history, payloads, results and logs live: SQLite (WAL) plus content-addressed blobs.
+
+A blob up to SMALL_BLOB bytes (most payloads and results: a cell's inputs, a circuit's expectation values) is a row
+of the database, written in the transaction of the task that brings it: creating a file per payload and per result
+costs a tight loop more than the rest of its bookkeeping. Larger blobs are files under blobs/.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any
@@ -32,7 +37,9 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT
 );
 CREATE INDEX IF NOT EXISTS events_task ON events (task_id, seq);
+CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL);
 """
+SMALL_BLOB = 64 * 1024
 
 
 def _sql_default(field: Field[Any]) -> str:
@@ -112,10 +119,19 @@ class Store:
     # ------------------------------------------------------------------------------------ blobs
 
     def blob_path(self, digest: str) -> Path:
+        """Where a large blob's file is."""
         return self.blob_dir / digest[:2] / digest
+
+    def blob_file(self, digest: str) -> Path | None:
+        """The blob's file, for a reader that takes a path (a small blob has none)."""
+        path = self.blob_path(digest)
+        return path if path.exists() else None
 
     def put_blob(self, data: bytes) -> str:
         digest = sha256(data)
+        if len(data) <= SMALL_BLOB:
+            self.db.execute("INSERT OR IGNORE INTO blobs (digest, data) VALUES (?, ?)", (digest, data))
+            return digest
         path = self.blob_path(digest)
         if not path.exists():
             self._shard(path)
@@ -126,8 +142,13 @@ class Store:
         return digest
 
     def adopt_blob(self, source: Path) -> tuple[str, bytes]:
-        """Move a finished file into the store under its own hash (no copy); the hash is computed here."""
+        """Take a finished file into the store under its own hash (a large one is moved, not copied); the hash is
+        computed here."""
         data = source.read_bytes()
+        if len(data) <= SMALL_BLOB:
+            digest = self.put_blob(data)
+            source.unlink()
+            return digest, data
         digest = sha256(data)
         path = self.blob_path(digest)
         self._shard(path)
@@ -141,27 +162,35 @@ class Store:
 
     def get_blob(self, digest: str) -> bytes:
         """The blob's bytes, only if they still hash to the digest the engine recorded."""
-        try:
-            data = self.blob_path(digest).read_bytes()
-        except FileNotFoundError:
-            raise StoreError(f"blob {digest[:12]} is missing from {self.blob_dir}") from None
+        row = self.db.execute("SELECT data FROM blobs WHERE digest = ?", (digest,)).fetchone()
+        if row is not None:
+            data = bytes(row[0])
+        else:
+            try:
+                data = self.blob_path(digest).read_bytes()
+            except FileNotFoundError:
+                raise StoreError(f"blob {digest[:12]} is missing from {self.root}") from None
         if sha256(data) != digest:
             raise StoreError(f"blob {digest[:12]} does not match its hash; refusing to use it")
         return data
 
     def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).exists()
+        found = self.db.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone()
+        return found is not None or self.blob_path(digest).exists()
 
     def log_path(self, task_id: str) -> Path:
         return self.log_dir / f"{task_id}.log"
 
     # ------------------------------------------------------------------------------------ tasks
 
-    def insert_tasks(self, tasks: list[tuple[Task, list[State], str | None]]) -> None:
-        """New tasks, each with its first state events (the last one with a message), in one transaction."""
+    def insert_tasks(self, tasks: list[tuple[Task, list[State], str | None]], blobs: Iterable[bytes] = ()) -> None:
+        """New tasks, each with its first state events (the last one with a message), and the blobs they bring
+        (payload, elements), in one transaction."""
         marks = ", ".join("?" for _ in _COLUMNS)
         now = time.time()
         with self.transaction():
+            for data in blobs:
+                self.put_blob(data)
             self.db.executemany(
                 f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({marks})",
                 [[row[c] for c in _COLUMNS] for row in (task.to_row() for task, _, _ in tasks)],

@@ -21,7 +21,12 @@ class Upstream:
     output: str
     result_hash: str
     executor: str
-    path: Path | None  # the result in the engine's store; None while it is kept where it was computed
+    path: Path | None  # the result's file in the engine's store (a large one)
+    data: bytes | None = None  # or its bytes (a small one); neither while it is kept where it was computed
+
+    @property
+    def held_here(self) -> bool:
+        return self.path is not None or self.data is not None
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ class Job:
         sources = sources or {}
 
         def entry(up: Upstream) -> dict[str, Any]:
-            found = sources.get(up.task_id, str(up.path))
+            found = sources.get(up.task_id, up.data if up.data is not None else str(up.path))
             ref = {"hash": up.result_hash, "output": up.output, "source": found}
             return {**ref, **found} if isinstance(found, dict) else ref
 

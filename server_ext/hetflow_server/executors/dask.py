@@ -219,9 +219,9 @@ class DaskExecutor(Executor):
                         slots[held] = len(upstream)
                         upstream.append(self._packs[held].future)  # Dask moves it worker to worker
                     sources[ref.task_id] = {"source": None, "pack": slots[held], "task": ref.task_id}
-                elif ref.path is not None:
+                elif ref.held_here:
                     if ref.result_hash not in read:  # the worker cannot read the engine's disk
-                        read[ref.result_hash] = ref.path.read_bytes()
+                        read[ref.result_hash] = ref.data if ref.path is None else ref.path.read_bytes()
                     sources[ref.task_id] = read[ref.result_hash]
             envelopes.append(job.envelope(sources))
         future = client.submit(RUN_PACK, envelopes, upstream, self._topic, key=key, pure=False)

@@ -311,9 +311,9 @@ def shipped(job: Job) -> bytes:
     """The runner's job with upstream results inlined: the remote side cannot read the engine's store."""
     sources: dict[str, Any] = {}
     for upstream in job.upstreams():
-        if upstream.path is None:
+        if not upstream.held_here:
             raise LaunchError(f"the result of upstream task {upstream.task_id} is not in the engine's store")
-        sources[upstream.task_id] = upstream.path.read_bytes()
+        sources[upstream.task_id] = upstream.data if upstream.path is None else upstream.path.read_bytes()
     return pickle.dumps(job.envelope(sources), protocol=5)
 
 
