@@ -20,7 +20,8 @@ class Hetflow(Configurable):
     executors = Dict(
         default_value={"local": {"kind": "local"}},
         config=True,
-        help="Executors by name, each a dict with its `kind` (local, ...) and that kind's settings, "
+        help="Executors by name, each a dict with its `kind` (local, ssh, slurm, dask, batch, braket) and that "
+        "kind's settings (docs/reference.md lists them), "
         'e.g. {"local": {"kind": "local", "workers": 2}}.',
     )
     store_dir = Unicode(
