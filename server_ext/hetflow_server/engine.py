@@ -53,16 +53,20 @@ class Engine:
         self._store = store
         self._credentials = Credentials(store.root / "credentials.json")
         self._scheduler = Scheduler(store, self.events, self.executors, self.settings, self._credentials)
-        for name, config in self.settings.executors.items():
-            if "kind" not in config:
-                raise SpecError(f"executor {name!r} has no 'kind' in c.Hetflow.executors")
-            kind = executor_class(config["kind"])
-            spool = store.root / "spool" / name
-            self.executors[name] = kind(name, self._scheduler, spool, credentials=self._credentials.get, **config)
-        for executor in self.executors.values():
-            await executor.start()
-        for task in reversed(store.find_tasks(states=UNFINISHED)):  # oldest first
-            await self._scheduler.recover(task)
+        try:
+            for name, config in self.settings.executors.items():
+                if "kind" not in config:
+                    raise SpecError(f"executor {name!r} has no 'kind' in c.Hetflow.executors")
+                kind = executor_class(config["kind"])
+                spool = store.root / "spool" / name
+                self.executors[name] = kind(name, self._scheduler, spool, credentials=self._credentials.get, **config)
+            for executor in self.executors.values():
+                await executor.start()
+            for task in reversed(store.find_tasks(states=UNFINISHED)):  # oldest first
+                await self._scheduler.recover(task)
+        except BaseException:  # a bad setting: let go of the store and of what started, for a corrected start
+            await self.close()
+            raise
 
     async def close(self) -> None:
         for executor in self.executors.values():
@@ -78,7 +82,7 @@ class Engine:
         if executor is None:
             known = ", ".join(sorted(self.executors)) or "none"
             raise SpecError(f"executor {name!r} is not configured (configured: {known}); add it to c.Hetflow.executors")
-        return name, read_executor_options(executor.kind, executor.options, spec.options)
+        return name, {**executor.defaults, **read_executor_options(executor.kind, executor.options, spec.options)}
 
     async def submit(
         self,

@@ -95,6 +95,11 @@ class Reporter(Protocol):
         ...
 
 
+def _text(value: Any) -> str:
+    """A setting's value as a cell would write it (true, not True), so both are read the same way."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _no_credentials(name: str) -> dict[str, Any]:
     raise SpecError(f"no credential store: cannot look up {name!r}")
 
@@ -118,13 +123,22 @@ class Executor(HasTraits):
         credentials: Callable[[str], dict[str, Any]] | None = None,
         **settings: Any,
     ):
-        unknown = sorted(set(settings) - set(self.trait_names()) - {"kind"})
+        traits = set(self.trait_names())
+        unknown = sorted(set(settings) - traits - {"kind"} - set(self.options))
         if unknown:
             raise SpecError(
                 f"executor {name!r} ({self.kind}): unknown setting {', '.join(map(repr, unknown))}; "
-                f"settings are: {', '.join(sorted(set(self.trait_names()) - {'name'}))}"
+                f"settings are: {', '.join(sorted(traits - {'name'}))}, and defaults for the cell options "
+                f"({', '.join(self.options) or 'none'})"
             )
         settings.pop("kind", None)
+        # a cell option given in the executor's settings is its default there (a site's account, a partition)
+        self.defaults: dict[str, Any] = {}
+        for key in [k for k in settings if k in self.options and k not in traits]:
+            try:
+                self.defaults[key] = self.options[key].read(_text(settings.pop(key)))
+            except SpecError as err:
+                raise SpecError(f"executor {name!r} ({self.kind}): {err}") from None
         super().__init__(name=name, **settings)
         self.reporter = reporter
         self.credentials = credentials or _no_credentials

@@ -58,7 +58,9 @@ class RemoteExecutor(Executor):
     max_channels = Int(8, help="Concurrent SSH channels on the connection; keep below sshd's MaxSessions (10).")
     python = Unicode("python3", help="Python on the remote side (same minor version and cloudpickle major as here).")
     setup = List(Unicode(), help="Shell lines run before each task, e.g. 'module load python'.")
-    remote_root = Unicode("~/.hetflow", help="Directory on the remote side for task files.")
+    remote_root = Unicode(
+        "~/.hetflow", help="Directory on the remote side for task files; ~ and $VARIABLES are the remote shell's."
+    )
     poll_interval = Float(1.0, help="Seconds between two polls of all running jobs.")
     local = Bool(False, help="Run commands locally even if a host is set (the server is on the login node).")
 
@@ -108,9 +110,8 @@ class RemoteExecutor(Executor):
             transport = self._make_transport()
             try:
                 root = self.remote_root
-                if root.startswith("~"):
-                    home = (await transport.run("echo $HOME")).out.strip()
-                    root = home + root[1:]
+                if root.startswith("~") or "$" in root:  # ~ and $SCRATCH-like variables, as the remote shell has them
+                    root = (await transport.run(f"eval printf %s {shlex.quote(root)}")).out.strip()
                 made = await transport.run(f"mkdir -p {shlex.quote(root)} && chmod 700 {shlex.quote(root)}")
                 if made.code:
                     raise AccessError(f"cannot create {root} on {self.host}: {made.err.strip()}")
