@@ -12,6 +12,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	$(PY) scripts/run_notebook.py examples/quickstart.ipynb
+	$(PY) scripts/run_notebook.py examples/dask.ipynb
 	$(PY) scripts/run_notebook.py examples/vqe.ipynb
 
 lint: $(VENV)/.installed

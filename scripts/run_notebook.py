@@ -2,8 +2,8 @@
 
 python scripts/run_notebook.py examples/quickstart.ipynb [--output executed.ipynb]
 
-A `jupyter_server_config.json` next to the notebook (examples/ has one: the executors the examples use) is added to
-the kernel's Jupyter config path.
+A `jupyter_server_config.py` or `.json` next to the notebook (examples/ has one: the executors the examples use) is
+added to the kernel's Jupyter config path.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main() -> int:
     args = parser.parse_args()
     notebook = nbformat.read(args.notebook, as_version=4)
     folder = args.notebook.parent.resolve()
-    if (folder / "jupyter_server_config.json").exists():
+    if any((folder / f"jupyter_server_config.{ext}").exists() for ext in ("py", "json")):
         extra = [str(folder), os.getenv("JUPYTER_CONFIG_PATH")]
         os.environ["JUPYTER_CONFIG_PATH"] = os.pathsep.join(filter(None, extra))
     client = NotebookClient(
