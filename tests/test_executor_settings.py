@@ -56,3 +56,24 @@ def test_a_remote_root_naming_a_variable_is_expanded_by_the_remote_shell(
     run(scenario)
     assert (tmp_path / "scratch" / "hetflow").is_dir()
     assert not any("$" in name for name in os.listdir(Path.home())), "a folder named after the variable was made"
+
+
+def test_the_engine_reads_a_folders_config_files_in_the_order_the_jupyter_server_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from traitlets.config import Application
+
+    from hetflow_server.settings import Hetflow, load_config
+
+    (tmp_path / "jupyter_server_config.py").write_text(
+        "c.Hetflow.default_executor = 'from-py'\nc.Hetflow.retry_backoff = 7.0\n"
+    )
+    (tmp_path / "jupyter_server_config.json").write_text('{"Hetflow": {"default_executor": "from-json"}}')
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setenv("JUPYTER_CONFIG_PATH", "")
+    ours = Hetflow(config=load_config())
+    jupyter = Application()
+    jupyter.load_config_file("jupyter_server_config", path=[str(tmp_path)])
+    theirs = Hetflow(config=jupyter.config)
+    assert (ours.default_executor, ours.retry_backoff) == (theirs.default_executor, theirs.retry_backoff)
+    assert (ours.default_executor, ours.retry_backoff) == ("from-json", 7.0)

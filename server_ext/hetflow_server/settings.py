@@ -9,9 +9,10 @@ from traitlets import Dict, Float, Unicode
 from traitlets.config import Config, Configurable
 from traitlets.config.loader import ConfigFileNotFound, JSONFileConfigLoader, PyFileConfigLoader
 
+# in each directory the .py file, then the .json one (which wins), as the Jupyter server itself reads them
 CONFIG_FILES = (
-    (JSONFileConfigLoader, "jupyter_server_config.json"),
     (PyFileConfigLoader, "jupyter_server_config.py"),
+    (JSONFileConfigLoader, "jupyter_server_config.json"),
 )
 
 
