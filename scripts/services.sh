@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Real services for hetflow's Slurm/SSH tests: a one-node Slurm cluster (munge, slurmctld, slurmd) and an sshd on
-# 127.0.0.1 with key auth for a non-root test user who has a Python venv with the engine's cloudpickle version.
+# 127.0.0.1 with key auth for a non-root test user who has a Python venv with the engine's cloudpickle version; that
+# sshd also trusts a user CA (for OpenSSH certificates, as centers issue them). A second sshd demands the key and
+# then a TOTP one-time code (keyboard-interactive through pam_google_authenticator), as MFA-protected centers do.
 #
 #   scripts/services.sh up            install (apt, Debian/Ubuntu) and start everything; idempotent; smoke-tests
 #   scripts/services.sh down          cancel jobs, stop every daemon this script started (by pid file)
@@ -10,6 +12,7 @@
 # Runs as root. Settings (environment):
 #   HETFLOW_SERVICES  state directory (default /tmp/hetflow-services); `up` writes $HETFLOW_SERVICES/env.sh
 #   HETFLOW_SSH_PORT  sshd port on 127.0.0.1 (default 2222)
+#   HETFLOW_MFA_PORT  the MFA sshd's port on 127.0.0.1 (default 2223)
 #   HETFLOW_SSH_USER  non-root user the tests log in as (default testuser; created if missing)
 #   HETFLOW_PYTHON    the engine's Python; its cloudpickle version is installed for the user (default python3)
 set -euo pipefail
@@ -18,9 +21,11 @@ umask 022
 STATE=${HETFLOW_SERVICES:-/tmp/hetflow-services}
 SSH_HOST=127.0.0.1
 SSH_PORT=${HETFLOW_SSH_PORT:-2222}
+MFA_PORT=${HETFLOW_MFA_PORT:-2223}
 TEST_USER=${HETFLOW_SSH_USER:-testuser}
 ENGINE_PY=${HETFLOW_PYTHON:-python3}
-PACKAGES=(slurmctld slurmd slurm-client munge openssh-server openssh-client python3-venv)
+PACKAGES=(slurmctld slurmd slurm-client munge openssh-server openssh-client python3-venv libpam-google-authenticator
+  oathtool)
 
 SLURM_CONF=$STATE/etc/slurm.conf
 export SLURM_CONF
@@ -36,6 +41,13 @@ SSHD_PID=$SSH_DIR/sshd.pid
 SSHD_LOG=$SSH_DIR/sshd.log
 SSH_KEY=$SSH_DIR/id_ed25519
 KNOWN_HOSTS=$SSH_DIR/known_hosts
+USER_CA=$SSH_DIR/user_ca
+MFA_DIR=$SSH_DIR/mfa
+MFA_SERVICE=hetflow-mfa # sshd takes its PAM service from argv[0] (a symlink of this name); 15 chars at most: its comm
+MFA_CONFIG=$MFA_DIR/sshd_config
+MFA_PID=$MFA_DIR/sshd.pid
+MFA_LOG=$MFA_DIR/sshd.log
+MFA_SECRET=$MFA_DIR/totp_secret
 USER_HOME=/home/$TEST_USER
 VENV=$USER_HOME/hetflow-venv
 ENV_FILE=$STATE/env.sh
@@ -75,9 +87,13 @@ require_root() { [ "$(id -u)" = 0 ] || die "must run as root (it installs packag
 
 check_settings() {
   [[ $STATE == /* ]] || die "HETFLOW_SERVICES must be an absolute path (got '$STATE')"
-  if ! [[ $SSH_PORT =~ ^[0-9]+$ ]] || ((SSH_PORT < 1 || SSH_PORT > 65535)); then
-    die "HETFLOW_SSH_PORT must be a port number (got '$SSH_PORT')"
-  fi
+  local var
+  for var in SSH_PORT MFA_PORT; do
+    if ! [[ ${!var} =~ ^[0-9]+$ ]] || ((${!var} < 1 || ${!var} > 65535)); then
+      die "HETFLOW_$var must be a port number (got '${!var}')"
+    fi
+  done
+  [ "$SSH_PORT" != "$MFA_PORT" ] || die "HETFLOW_SSH_PORT and HETFLOW_MFA_PORT must differ"
   [[ $TEST_USER =~ ^[a-z_][a-z0-9_-]*$ ]] || die "HETFLOW_SSH_USER '$TEST_USER' is not a valid user name"
   [ "$TEST_USER" != root ] || die "HETFLOW_SSH_USER must not be root"
 }
@@ -280,6 +296,7 @@ ListenAddress $SSH_HOST
 HostKey $SSH_DIR/ssh_host_ed25519_key
 PidFile $SSHD_PID
 AuthorizedKeysFile $SSH_DIR/authorized_keys/%u
+TrustedUserCAKeys $USER_CA.pub
 PermitRootLogin no
 PubkeyAuthentication yes
 PasswordAuthentication no
@@ -323,8 +340,10 @@ start_sshd() {
   chmod 755 "$SSH_DIR" "$SSH_DIR/authorized_keys" /run/sshd
   [ -s "$SSH_DIR/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C hetflow-host -f "$SSH_DIR/ssh_host_ed25519_key"
   [ -s "$SSH_KEY" ] || ssh-keygen -q -t ed25519 -N '' -C hetflow-tests -f "$SSH_KEY"
-  chown root:root "$SSH_KEY" "$SSH_DIR/ssh_host_ed25519_key"
-  chmod 600 "$SSH_KEY" "$SSH_DIR/ssh_host_ed25519_key"
+  [ -s "$USER_CA" ] || ssh-keygen -q -t ed25519 -N '' -C hetflow-user-ca -f "$USER_CA"
+  chown root:root "$SSH_KEY" "$SSH_DIR/ssh_host_ed25519_key" "$USER_CA"
+  chmod 600 "$SSH_KEY" "$SSH_DIR/ssh_host_ed25519_key" "$USER_CA"
+  chmod 644 "$USER_CA.pub"
   ensure_user
   install -m 644 "$SSH_KEY.pub" "$SSH_DIR/authorized_keys/$TEST_USER"
   write_sshd_config
@@ -344,6 +363,70 @@ start_sshd() {
   chmod 644 "$KNOWN_HOSTS.new"
   mv -f "$KNOWN_HOSTS.new" "$KNOWN_HOSTS"
   step "sshd: $what, pid $(pid_of "$SSHD_PID") on $SSH_HOST:$SSH_PORT, user $TEST_USER"
+}
+
+# The MFA sshd: the same host key, user and authorized keys, then a one-time code. Generated with -D (a code may be
+# used again) -u (no rate limit) -w 3: tests log in many times a minute; real centers are stricter.
+start_mfa_sshd() {
+  begin
+  local home=$MFA_DIR/home/$TEST_USER
+  local secret=$home/.google_authenticator
+  mkdir -p "$home"
+  chmod 755 "$MFA_DIR" "$MFA_DIR/home"
+  if [ ! -s "$secret" ]; then
+    google-authenticator -t -f -q -Q NONE -e 0 -D -u -w 3 -s "$secret" >/dev/null ||
+      die "google-authenticator could not write $secret"
+  fi
+  head -1 "$secret" >"$MFA_SECRET"
+  chmod 600 "$MFA_SECRET"
+  chown -R "$TEST_USER:" "$home"
+  chmod 700 "$home"
+  chmod 400 "$secret"
+  cat >"/etc/pam.d/$MFA_SERVICE" <<EOF
+# Written by hetflow scripts/services.sh: the MFA test sshd's one-time codes.
+auth     required pam_google_authenticator.so secret=$MFA_DIR/home/\${USER}/.google_authenticator
+account  required pam_unix.so
+session  required pam_permit.so
+password required pam_deny.so
+EOF
+  cat >"$MFA_CONFIG.new" <<EOF
+# Written by hetflow scripts/services.sh; rewritten by every 'up'.
+Port $MFA_PORT
+ListenAddress $SSH_HOST
+HostKey $SSH_DIR/ssh_host_ed25519_key
+PidFile $MFA_PID
+AuthorizedKeysFile $SSH_DIR/authorized_keys/%u
+UsePAM yes
+PubkeyAuthentication yes
+KbdInteractiveAuthentication yes
+PasswordAuthentication no
+AuthenticationMethods publickey,keyboard-interactive
+AllowUsers $TEST_USER
+StrictModes no
+Subsystem sftp internal-sftp
+LogLevel VERBOSE
+EOF
+  local changed=0 what=running
+  cmp -s "$MFA_CONFIG.new" "$MFA_CONFIG" || changed=1
+  mv -f "$MFA_CONFIG.new" "$MFA_CONFIG"
+  ln -sf /usr/sbin/sshd "$MFA_DIR/$MFA_SERVICE"
+  "$MFA_DIR/$MFA_SERVICE" -t -f "$MFA_CONFIG" || die "sshd rejects $MFA_CONFIG"
+  if alive "$MFA_SERVICE" "$MFA_PID" && [ "$changed" = 1 ]; then
+    kill "$(pid_of "$MFA_PID")"
+    for _ in $(seq 1 100); do alive "$MFA_SERVICE" "$MFA_PID" || break; sleep 0.1; done
+    what="restarted (config changed)"
+  fi
+  if ! alive "$MFA_SERVICE" "$MFA_PID"; then
+    if port_open "$MFA_PORT"; then die "port $SSH_HOST:$MFA_PORT is already in use by another process"; fi
+    rm -f "$MFA_PID"
+    "$MFA_DIR/$MFA_SERVICE" -f "$MFA_CONFIG" -E "$MFA_LOG" </dev/null >>"$STATE/daemons.log" 2>&1 9>&- ||
+      { tail -5 "$MFA_LOG" >&2 || true; die "the MFA sshd did not start (log: $MFA_LOG)"; }
+    wait_port "$MFA_PORT" 10 || die "the MFA sshd does not answer on $SSH_HOST:$MFA_PORT (log: $MFA_LOG)"
+    if [ "$what" = running ]; then what=started; fi
+  fi
+  ssh-keyscan -p "$MFA_PORT" -t ed25519 "$SSH_HOST" 2>/dev/null >>"$KNOWN_HOSTS" || true
+  grep -q "^\[$SSH_HOST\]:$MFA_PORT ssh-ed25519 " "$KNOWN_HOSTS" || die "ssh-keyscan got no host key from $SSH_HOST:$MFA_PORT"
+  step "mfa sshd: $what, pid $(pid_of "$MFA_PID") on $SSH_HOST:$MFA_PORT (publickey, then a TOTP code)"
 }
 
 # as_user CMD...: run as the test user in their home with a clean environment, keeping what pip needs
@@ -442,6 +525,9 @@ env_vars() {
     "HETFLOW_SSH_USER=$TEST_USER" \
     "HETFLOW_SSH_KEY=$SSH_KEY" \
     "HETFLOW_SSH_KNOWN_HOSTS=$KNOWN_HOSTS" \
+    "HETFLOW_SSH_USER_CA=$USER_CA" \
+    "HETFLOW_MFA_PORT=$MFA_PORT" \
+    "HETFLOW_MFA_SECRET_FILE=$MFA_SECRET" \
     "HETFLOW_REMOTE_PYTHON=$VENV/bin/python" \
     "SLURM_CONF=$SLURM_CONF" \
     "HETFLOW_SSHD_PIDFILE=$SSHD_PID" \
@@ -473,6 +559,7 @@ cmd_up() {
   start_munge
   start_slurm
   start_sshd
+  start_mfa_sshd
   setup_venv
   smoke_test
   T=$t_all
@@ -523,7 +610,7 @@ cmd_down() {
       log "cancelled jobs: $jobs"
     fi
   fi
-  stop_all sshd:"$SSHD_PID" slurmd:"$SLURMD_PID" slurmctld:"$SLURMCTLD_PID"
+  stop_all sshd:"$SSHD_PID" "$MFA_SERVICE":"$MFA_PID" slurmd:"$SLURMD_PID" slurmctld:"$SLURMCTLD_PID"
   stop_all munged:"$MUNGE_PID" # last: the Slurm daemons talk to munge while shutting down
   step "all down (state kept in $STATE)"
 }
@@ -531,7 +618,8 @@ cmd_down() {
 # ------------------------------------------------------------------------------------------------------ status
 cmd_status() {
   local ok=1 x name pf
-  for x in munged:"$MUNGE_PID" slurmctld:"$SLURMCTLD_PID" slurmd:"$SLURMD_PID" sshd:"$SSHD_PID"; do
+  for x in munged:"$MUNGE_PID" slurmctld:"$SLURMCTLD_PID" slurmd:"$SLURMD_PID" sshd:"$SSHD_PID" \
+    "$MFA_SERVICE":"$MFA_PID"; do
     name=${x%%:*}
     pf=${x#*:}
     if alive "$name" "$pf"; then

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -12,6 +13,7 @@ from .credentials import Credentials
 from .events import Events, Listener
 from .executors import Executor, executor_class
 from .models import SpecError, State, Task, TaskSpec, read_executor_options, ref_ids
+from .prompts import Prompts
 from .scheduler import Scheduler
 from .settings import Hetflow
 from .store import Store, sha256
@@ -24,6 +26,7 @@ class Engine:
         self.settings = settings
         self.events = Events()
         self.executors: dict[str, Executor] = {}
+        self.prompts = Prompts(self.events, self._waiting, settings.prompt_timeout)
         self._store: Store | None = None
         self._scheduler: Scheduler | None = None
         self._credentials: Credentials | None = None
@@ -54,12 +57,19 @@ class Engine:
         self._credentials = Credentials(store.root / "credentials.json")
         self._scheduler = Scheduler(store, self.events, self.executors, self.settings, self._credentials)
         try:
-            for name, config in self.settings.executors.items():
+            for name, config in self.settings.all_executors.items():
                 if "kind" not in config:
                     raise SpecError(f"executor {name!r} has no 'kind' in c.Hetflow.executors")
                 kind = executor_class(config["kind"])
                 spool = store.root / "spool" / name
-                self.executors[name] = kind(name, self._scheduler, spool, credentials=self._credentials.get, **config)
+                self.executors[name] = kind(
+                    name,
+                    self._scheduler,
+                    spool,
+                    credentials=self._credentials.get,
+                    asker=functools.partial(self.prompts.asker, name),
+                    **config,
+                )
             for executor in self.executors.values():
                 await executor.start()
             for task in reversed(store.find_tasks(states=UNFINISHED)):  # oldest first
@@ -67,6 +77,10 @@ class Engine:
         except BaseException:  # a bad setting: let go of the store and of what started, for a corrected start
             await self.close()
             raise
+
+    def _waiting(self, executor: str) -> list[str]:
+        """The executor's tasks that are handed to it and not ended: those a login question holds up."""
+        return [t.id for t in self.store.find_tasks(states=[State.QUEUED, State.RUNNING]) if t.executor == executor]
 
     async def close(self) -> None:
         for executor in self.executors.values():

@@ -36,7 +36,9 @@ class Events:
         self._by_task.pop(task_id, None)
 
     def publish(self, event: Event) -> None:
-        for listener in [*self._all, *self._by_task.get(event["task"], ())]:
+        """To every listener, and to those of the event's task (or of each of its `tasks`), once each."""
+        tasks = event.get("tasks") or [event["task"]]
+        for listener in dict.fromkeys([*self._all, *(f for t in tasks for f in self._by_task.get(t, ()))]):
             try:
                 listener(event)
             except Exception:  # one broken listener must not stop the others

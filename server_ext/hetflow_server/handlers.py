@@ -284,6 +284,28 @@ class CredentialHandler(HetflowHandler):
         self.finish()
 
 
+class PromptsHandler(HetflowHandler):
+    @api("read")
+    async def get(self) -> None:
+        self.reply({"prompts": self.engine.prompts.pending()})
+
+
+class PromptHandler(HetflowHandler):
+    """Answer a login question (the answers go to the waiting connection and nowhere else), or dismiss it."""
+
+    @api("write")
+    async def post(self, prompt_id: str) -> None:
+        self.engine.prompts.answer(prompt_id, self.json_body().get("answers"))
+        self.set_status(204)
+        self.finish()
+
+    @api("write")
+    async def delete(self, prompt_id: str) -> None:
+        self.engine.prompts.dismiss(prompt_id)
+        self.set_status(204)
+        self.finish()
+
+
 class EventsSocket(_Access, JupyterHandler, websocket.WebSocketHandler):
     """Every state change and log line, as JSON messages, for the sidebar and waiting kernels."""
 
@@ -303,6 +325,8 @@ class EventsSocket(_Access, JupyterHandler, websocket.WebSocketHandler):
         # a kernel asks for small results inline (base64), saving a request per task
         self._inline = self.kernel_authenticated() and self.get_argument("results", "") == "inline"
         self._unsubscribe = self.engine.events.subscribe(self._send)
+        self._sidebar = not self.kernel_authenticated()  # a browser: it can show a login question
+        self.engine.prompts.sidebars += self._sidebar
 
     def _send(self, event: dict[str, Any]) -> None:
         if "result" in event:
@@ -319,6 +343,7 @@ class EventsSocket(_Access, JupyterHandler, websocket.WebSocketHandler):
         unsubscribe = getattr(self, "_unsubscribe", None)
         if unsubscribe:
             unsubscribe()
+            self.engine.prompts.sidebars -= self._sidebar
 
 
 class GroupResultsHandler(HetflowHandler):
@@ -373,5 +398,7 @@ def route_table() -> list[tuple[str, type]]:
         (r"hetflow/api/executors/([A-Za-z0-9_.\-]+)/check", ExecutorCheckHandler),
         (r"hetflow/api/credentials", CredentialsHandler),
         (r"hetflow/api/credentials/([A-Za-z0-9_.\-]+)", CredentialHandler),
+        (r"hetflow/api/prompts", PromptsHandler),
+        (r"hetflow/api/prompts/([0-9a-f]+)", PromptHandler),
         (r"hetflow/api/events", EventsSocket),
     ]

@@ -23,15 +23,33 @@ class Hetflow(Configurable):
         config=True,
         help="Executors by name, each a dict with its `kind` (local, ssh, slurm, dask, batch, braket) and that "
         "kind's settings (docs/reference.md lists them), "
-        'e.g. {"local": {"kind": "local", "workers": 2}}.',
+        'e.g. {"local": {"kind": "local", "workers": 2}}. They add to `site_executors`; a name in both is this one.',
+    )
+    site_executors = Dict(
+        default_value={},
+        config=True,
+        help="Executors a site defines once for every user, in a system-wide config file (e.g. the hub "
+        "environment's etc/jupyter/jupyter_server_config.py): the same shape as `executors`, which a user's own "
+        "config sets without losing these.",
     )
     store_dir = Unicode(
         "",
         config=True,
         help="Where tasks, payloads, results and logs are kept (default: <jupyter data dir>/hetflow).",
     )
+    prompt_timeout = Float(
+        120.0,
+        config=True,
+        help="Seconds a question a remote system asks at login (an MFA one-time code) waits for its answer; sshd "
+        "ends a login after its LoginGraceTime (120 s by default) anyway.",
+    )
     retry_backoff = Float(1.0, config=True, help="Seconds before the first retry of a failed task; doubles each time.")
     retry_backoff_max = Float(60.0, config=True, help="Longest wait between two retries, in seconds.")
+
+    @property
+    def all_executors(self) -> dict[str, dict]:
+        """The site's executors, then the user's: a user's config replaces a site executor only by its name."""
+        return {**self.site_executors, **self.executors}
 
     @property
     def store_path(self) -> Path:

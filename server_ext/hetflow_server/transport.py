@@ -15,6 +15,7 @@ import io
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -87,18 +88,63 @@ class LocalTransport:
         pass
 
 
-def load_private_key(text: str, passphrase: str | None) -> Any:
+def load_private_key(text: str, passphrase: str | None, certificate: str = "") -> Any:
+    """The credential's key, carrying its OpenSSH certificate when it has one (checked for its validity first)."""
     import paramiko
 
     errors = []
     for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
         try:
-            return kind.from_private_key(io.StringIO(text), password=passphrase or None)
+            key = kind.from_private_key(io.StringIO(text), password=passphrase or None)
+            break
         except paramiko.PasswordRequiredException:
             raise AccessError("the SSH key needs a passphrase; add it to the credential") from None
         except (paramiko.SSHException, ValueError) as err:
             errors.append(str(err))
-    raise AccessError(f"the credential holds no private key paramiko can read ({'; '.join(errors)})")
+    else:
+        raise AccessError(f"the credential holds no private key paramiko can read ({'; '.join(errors)})")
+    if certificate.strip():
+        check_certificate(certificate)
+        try:
+            key.load_certificate(certificate.strip())
+        except (ValueError, paramiko.SSHException) as err:
+            raise AccessError(f"the credential's certificate does not go with its key: {err}") from None
+    return key
+
+
+def check_certificate(text: str, now: float | None = None) -> None:
+    """An expired certificate is refused by sshd with no reason given: say it here, with what to do."""
+    from cryptography.hazmat.primitives.serialization import SSHCertificate, load_ssh_public_identity
+
+    try:
+        found = load_ssh_public_identity(text.strip().encode())
+    except (ValueError, TypeError) as err:
+        raise AccessError(f"the credential's certificate is not an OpenSSH certificate (*-cert.pub): {err}") from None
+    if not isinstance(found, SSHCertificate):
+        raise AccessError("the credential's certificate field holds a public key, not a certificate (*-cert.pub)")
+    now = time.time() if now is None else now
+    stamp = "%Y-%m-%d %H:%M UTC"
+    if now >= found.valid_before:
+        raise AccessError(
+            f"the SSH certificate {found.key_id.decode(errors='replace')!r} expired at "
+            f"{time.strftime(stamp, time.gmtime(found.valid_before))}; get a new one from your center (e.g. "
+            "sshproxy) and replace the credential's certificate"
+        )
+    if now < found.valid_after:
+        raise AccessError(
+            f"the SSH certificate {found.key_id.decode(errors='replace')!r} is valid only from "
+            f"{time.strftime(stamp, time.gmtime(found.valid_after))}; check this machine's clock"
+        )
+
+
+class AnswerRefused(TransportError):
+    """The server refused the answers to its prompts (a wrong or late one-time code), or nobody answered: the work
+    that needed the connection fails or waits, and the next connection asks again. Not retried on its own: each
+    try would ask the user once more."""
+
+
+# a question the server asks during login: (title, instructions, [(prompt, echo)]) -> answers
+Asker = Callable[[str, str, list[tuple[str, bool]]], list[str]]
 
 
 @contextlib.contextmanager
@@ -127,105 +173,178 @@ class SSHTransport:
         max_channels: int = 8,
         keepalive: int = 30,
         connect_timeout: float = 15,
+        ask: Asker | None = None,
     ):
         self.host, self.port, self.user = host, port, user or os.environ.get("USER", "")
         self.key, self.known_hosts, self.accept_new = key, os.path.expanduser(known_hosts), accept_new_host_keys
         self.proxy_jump, self.keepalive, self.connect_timeout = proxy_jump, keepalive, connect_timeout
+        self.ask = ask
         self.description = f"ssh {self.user}@{host}:{port}" + (f" via {proxy_jump}" if proxy_jump else "")
         self._pool = concurrent.futures.ThreadPoolExecutor(max_channels + 1, thread_name_prefix=f"ssh-{host}")
         self._max_channels = max_channels
         self._slots: asyncio.Semaphore | None = None
         self._lock = threading.Lock()
-        self._clients: list[Any] = []  # [target, jump host] while connected
+        self._links: list[Any] = []  # paramiko Transports while connected: [target, jump host]
         self._sftp: Any = None
         self._sftp_lock = threading.Lock()
+        self._refused: tuple[float, AnswerRefused] | None = None
 
     # ------------------------------------------------------------------ connection (in pool threads)
 
-    def _new_client(self) -> Any:
+    def _verify_host_key(self, link: Any, name: str) -> None:
         import paramiko
 
-        client = paramiko.SSHClient()
-        if self.known_hosts:
-            if os.path.exists(self.known_hosts):
-                client.load_host_keys(self.known_hosts)
-        else:
-            client.load_system_host_keys()
-        client.set_missing_host_key_policy(paramiko.AutoAddPolicy() if self.accept_new else paramiko.RejectPolicy())
-        return client
-
-    def _open(self, client: Any, host: str, port: int, user: str, sock: Any = None) -> None:
-        import paramiko
-
-        pkey = load_private_key(self.key["private_key"], self.key.get("passphrase")) if self.key else None
-        label = f"{user}@{host}:{port}"
-        try:
-            client.connect(
-                host,
-                port,
-                username=user,
-                pkey=pkey,
-                allow_agent=pkey is None,
-                look_for_keys=False,
-                sock=sock,
-                timeout=self.connect_timeout,
-                banner_timeout=self.connect_timeout,
-                auth_timeout=self.connect_timeout,
-            )
-        except paramiko.BadHostKeyException:
-            raise AccessError(
-                f"the host key of {host}:{port} has CHANGED since it was recorded in "
-                f"{self.known_hosts or 'known_hosts'}; refusing to connect. If the change is expected, remove the old "
-                "key from that file"
-            ) from None
-        except paramiko.AuthenticationException as err:
-            raise AccessError(f"{label} refused our authentication ({err}); check the executor's credential") from None
-        except paramiko.SSHException as err:
-            if "known_hosts" in str(err):
+        known = paramiko.HostKeys()
+        path = self.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
+        if os.path.exists(path):
+            known.load(path)
+        offered = link.get_remote_server_key()
+        recorded = known.lookup(name) or {}
+        if offered.get_name() in recorded:
+            if recorded[offered.get_name()] != offered:
                 raise AccessError(
-                    f"the host key of {host}:{port} is unknown (not in {self.known_hosts or 'known_hosts'}); add it "
-                    f"(ssh-keyscan -p {port} {host} >> known_hosts) or set accept_new_host_keys=True"
-                ) from None
-            raise TransportError(f"{label}: {err}") from None
-        except (OSError, EOFError) as err:
+                    f"the host key of {name} has CHANGED since it was recorded in {path}; refusing to connect. If "
+                    "the change is expected, remove the old key from that file"
+                )
+            return
+        if not self.accept_new or recorded:  # a known host offering another key type is not a new host
+            host, _, port = name.strip("[").partition("]:")
+            raise AccessError(
+                f"the host key of {name} is unknown (not in {path}); add it "
+                f"(ssh-keyscan -p {port or 22} {host} >> {path}) or set accept_new_host_keys=True"
+            )
+        known.add(name, offered.get_name(), offered)
+        known.save(path)
+
+    def _keys(self) -> list[Any]:
+        """The credential's key, else the agent's keys."""
+        import paramiko
+
+        if self.key:
+            key = self.key
+            return [load_private_key(key["private_key"], key.get("passphrase"), key.get("certificate", ""))]
+        return list(paramiko.Agent().get_keys())
+
+    def _authenticate(self, link: Any, user: str, label: str) -> None:
+        """Key first; then, if the server wants more (MFA), its questions relayed to the user."""
+        import paramiko
+
+        remaining: list[str] = []
+        keys = self._keys()
+        for key in keys:
+            try:
+                remaining = link.auth_publickey(user, key)
+            except paramiko.BadAuthenticationType as err:
+                remaining = list(err.allowed_types)
+                break
+            except paramiko.AuthenticationException:
+                continue
+            break
+        else:
+            which = "the credential's key" if self.key else f"the SSH agent's {len(keys)} key(s)"
+            raise AccessError(f"{label} refused {which}; check the executor's credential")
+        if link.is_authenticated():
+            return
+        if "keyboard-interactive" not in remaining:
+            raise AccessError(
+                f"{label} wants {', '.join(remaining)} after the key; hetflow answers only keys and "
+                "keyboard-interactive questions (one-time codes)"
+            )
+        if self.ask is None:
+            raise AccessError(f"{label} asks questions at login (MFA) and nobody here can answer them")
+        failure: list[BaseException] = []
+
+        def relay(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
+            if not prompts:  # the server's last round says nothing and wants nothing
+                return []
+            try:
+                return self.ask(title, instructions, prompts)  # type: ignore[misc]
+            except Exception as err:  # raised below, once paramiko has given up on the empty answers
+                failure.append(err)
+                return [""] * len(prompts)
+
+        # the user types the code meanwhile: the asker's own timeout and sshd's LoginGraceTime bound this wait
+        link.auth_timeout = None
+        try:
+            link.auth_interactive(user, relay)
+        except paramiko.AuthenticationException:
+            if failure:
+                raise AnswerRefused(f"{label} asked at login and got no answer: {failure[0]}") from None
+            raise AnswerRefused(
+                f"{label} refused the answer to its login question (a wrong or expired one-time code?); run the "
+                "task again to be asked anew"
+            ) from None
+
+    def _open(self, host: str, port: int, user: str, sock: Any = None) -> Any:
+        """One authenticated paramiko Transport (keepalive on), or an error that says what to fix."""
+        import paramiko
+
+        label = f"{user}@{host}:{port}"
+        name = host if port == 22 else f"[{host}]:{port}"
+        try:
+            if sock is None:
+                sock = socket.create_connection((host, port), self.connect_timeout)
+                # small SFTP requests back to back otherwise wait for delayed ACKs: 40 ms each
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            link = paramiko.Transport(sock)
+        except (OSError, paramiko.SSHException) as err:
             raise TransportError(f"cannot reach {label}: {err}") from None
-        if self.accept_new and self.known_hosts:
-            client.save_host_keys(self.known_hosts)
-        transport = client.get_transport()
-        transport.set_keepalive(self.keepalive)
-        if isinstance(transport.sock, socket.socket):
-            # small SFTP requests back to back otherwise wait for delayed ACKs: 40 ms each
-            transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            link.banner_timeout = link.auth_timeout = self.connect_timeout
+            link.start_client(timeout=self.connect_timeout)
+            self._verify_host_key(link, name)
+            self._authenticate(link, user, label)
+        except (AccessError, TransportError):
+            link.close()
+            raise
+        except paramiko.AuthenticationException as err:
+            link.close()
+            raise AccessError(f"{label} refused our authentication ({err}); check the executor's credential") from None
+        except (paramiko.SSHException, OSError, EOFError) as err:
+            link.close()
+            raise TransportError(f"{label}: {err}") from None
+        link.set_keepalive(self.keepalive)
+        return link
 
     def _connected(self) -> Any:
+        waiting_since = time.monotonic()
         with self._lock:
-            if self._clients and self._clients[0].get_transport() and self._clients[0].get_transport().is_active():
-                return self._clients[0]
+            if self._links and self._links[0].is_active():
+                return self._links[0]
+            if self._refused is not None and self._refused[0] >= waiting_since:
+                raise self._refused[1]  # the login this thread waited for was refused: do not ask again at once
             self._drop()
-            clients = []
+            links = []
             sock = None
             if self.proxy_jump:
                 jump_user, _, rest = self.proxy_jump.rpartition("@")
                 jump_host, _, jump_port = rest.partition(":")
-                jump = self._new_client()
-                self._open(jump, jump_host, int(jump_port or 22), jump_user or self.user)
-                clients.append(jump)
-                sock = jump.get_transport().open_channel("direct-tcpip", (self.host, self.port), ("127.0.0.1", 0))
-            target = self._new_client()
-            self._open(target, self.host, self.port, self.user, sock)
-            self._clients = [target, *clients]
+                jump = self._open(jump_host, int(jump_port or 22), jump_user or self.user)
+                links.append(jump)
+                sock = jump.open_channel("direct-tcpip", (self.host, self.port), ("127.0.0.1", 0))
+            try:
+                target = self._open(self.host, self.port, self.user, sock)
+            except BaseException as err:
+                for link in links:
+                    link.close()
+                if isinstance(err, AnswerRefused):
+                    self._refused = (time.monotonic(), err)
+                raise
+            self._links = [target, *links]
             return target
 
     def _drop(self) -> None:
-        for client in self._clients:
-            client.close()
-        self._clients, self._sftp = [], None
+        for link in self._links:
+            link.close()
+        self._links, self._sftp = [], None
 
     def _sftp_client(self) -> Any:
-        client = self._connected()
+        link = self._connected()
         with self._sftp_lock:
             if self._sftp is None or self._sftp.sock.closed:
-                self._sftp = client.open_sftp()
+                import paramiko
+
+                self._sftp = paramiko.SFTPClient.from_transport(link)
             return self._sftp
 
     # ------------------------------------------------------------------ operations
@@ -242,7 +361,7 @@ class SSHTransport:
             try:
                 async with self._slots:
                     return await loop.run_in_executor(self._pool, work)
-            except AccessError:
+            except (AccessError, AnswerRefused):
                 raise
             except (TimeoutError, TransportError, paramiko.SSHException, EOFError, OSError) as err:
                 with self._lock:
@@ -254,11 +373,12 @@ class SSHTransport:
 
     async def run(self, command: str, retry: bool = True) -> Completed:
         def work() -> Completed:
-            _, stdout, stderr = self._connected().exec_command(command, timeout=120)
-            out, err = stdout.read(), stderr.read()
-            return Completed(
-                stdout.channel.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace")
-            )
+            with self._connected().open_session(timeout=self.connect_timeout) as channel:
+                channel.settimeout(120)
+                channel.exec_command(command)
+                stdout, stderr = channel.makefile("rb"), channel.makefile_stderr("rb")
+                out, err = stdout.read(), stderr.read()
+                return Completed(channel.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))
 
         return await self._call(work, retry)
 

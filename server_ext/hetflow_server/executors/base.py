@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Protocol
 from traitlets import HasTraits, Unicode
 
 from ..models import Option, SpecError
+from ..transport import Asker
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class Executor(HasTraits):
         reporter: Reporter,
         spool: Path,
         credentials: Callable[[str], dict[str, Any]] | None = None,
+        asker: Callable[[str], Asker] | None = None,
         **settings: Any,
     ):
         traits = set(self.trait_names())
@@ -142,6 +144,7 @@ class Executor(HasTraits):
         super().__init__(name=name, **settings)
         self.reporter = reporter
         self.credentials = credentials or _no_credentials
+        self.asker = asker  # for a host: how its login questions (MFA) reach the user; None: nobody to ask
         self.spool = spool  # this executor's own directory for files in flight
         spool.mkdir(parents=True, exist_ok=True, mode=0o700)
 

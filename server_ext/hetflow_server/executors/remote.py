@@ -98,6 +98,7 @@ class RemoteExecutor(Executor):
             self.accept_new_host_keys,
             self.proxy_jump,
             self.max_channels,
+            ask=self.asker(f"{self.user or '(agent user)'}@{self.host}:{self.port}") if self.asker else None,
         )
 
     async def prepared(self) -> Transport:
