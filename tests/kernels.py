@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jupyter_client import BlockingKernelClient
 from jupyter_client.manager import start_new_kernel
+
+Answerer = Callable[[str, bool], str]  # (prompt, password?) -> what the user types
 
 
 @dataclass
@@ -26,6 +30,7 @@ class Execution:
     started: float
     outputs: list[Output] = field(default_factory=list)
     reply: dict[str, Any] = field(default_factory=dict)
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # the input requests it made (prompt, password)
 
     def _stream(self, name: str) -> str:
         return "".join(o.content["text"] for o in self.outputs if o.msg_type == "stream" and o.content["name"] == name)
@@ -106,17 +111,32 @@ class Kernel:
     def store(self) -> Path:
         return self.root / "data" / "hetflow"
 
-    def start(self, code: str, cell_id: str | None = None) -> tuple[str, Execution]:
+    def start(self, code: str, cell_id: str | None = None, stdin: bool = False) -> tuple[str, Execution]:
         """Send an execute_request, with the cell id in its metadata as JupyterLab sends it."""
-        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}, "allow_stdin": False}
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}, "allow_stdin": stdin}
         msg = self.client.session.msg("execute_request", content, metadata={"cellId": cell_id} if cell_id else {})
         self.client.shell_channel.send(msg)
         return msg["header"]["msg_id"], Execution(code, time.monotonic())
 
-    def collect(self, msg_id: str, execution: Execution, timeout: float = 60) -> Execution:
+    def collect(
+        self, msg_id: str, execution: Execution, timeout: float = 60, answer: Answerer | None = None
+    ) -> Execution:
+        """The cell's outputs until it is idle; `answer` replies to its input requests (prompt, password?)."""
         deadline = time.monotonic() + timeout
         while True:
-            msg = self.client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if answer is not None:
+                while self.client.stdin_channel.msg_ready():
+                    request = self.client.get_stdin_msg()["content"]
+                    execution.inputs.append(request)
+                    self.client.input(answer(request["prompt"], request["password"]))
+                try:
+                    msg = self.client.get_iopub_msg(timeout=0.1)
+                except queue.Empty:
+                    if time.monotonic() > deadline:
+                        raise
+                    continue
+            else:
+                msg = self.client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             if msg["msg_type"] == "status":
@@ -131,9 +151,11 @@ class Kernel:
                 execution.outputs.append(Output(time.monotonic(), "reply", reply["content"]))
                 return execution
 
-    def run(self, code: str, timeout: float = 60, cell_id: str | None = None) -> Execution:
-        msg_id, execution = self.start(code, cell_id)
-        return self.collect(msg_id, execution, timeout)
+    def run(
+        self, code: str, timeout: float = 60, cell_id: str | None = None, answer: Answerer | None = None
+    ) -> Execution:
+        msg_id, execution = self.start(code, cell_id, stdin=answer is not None)
+        return self.collect(msg_id, execution, timeout, answer)
 
     def value(self, expression: str) -> Any:
         """Evaluate in the kernel and bring the value back as JSON."""

@@ -11,8 +11,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from kernels import Kernel
 
@@ -141,3 +144,15 @@ class JupyterServer:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def notebook_kernel_fixture(notebook: str) -> Any:
+    """A module's `kernel` fixture: one notebook's kernel on the module's `server`, shut down after its tests."""
+
+    @pytest.fixture(scope="module")
+    def kernel(server: JupyterServer) -> Iterator[Kernel]:
+        started = server.notebook_kernel(notebook)
+        yield started
+        started.shutdown()
+
+    return kernel

@@ -14,7 +14,7 @@ import pytest
 from cluster import STATE, services, ssh
 
 from kernels import Kernel
-from servers import JupyterServer
+from servers import JupyterServer, notebook_kernel_fixture
 
 TICKS = "import time\nfor i in range(4):\n    print('tick', i, flush=True)\n    time.sleep(0.5)\n"
 
@@ -93,11 +93,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, cluster: dict[str, str]) ->
     s.stop()
 
 
-@pytest.fixture(scope="module")
-def kernel(server: JupyterServer) -> Iterator[Kernel]:
-    k = server.notebook_kernel("cluster.ipynb")
-    yield k
-    k.shutdown()
+kernel = notebook_kernel_fixture("cluster.ipynb")
 
 
 def running_task(server: JupyterServer, name: str, timeout: float = 30) -> dict:
@@ -203,7 +199,7 @@ def test_an_unknown_host_key_is_refused(kernel: Kernel) -> None:
 
 def test_a_refused_key_is_a_clear_error(kernel: Kernel) -> None:
     out = kernel.run("%%remote executor=slurm-wrong-key cache=false\nx = 1\n")
-    assert "refused our authentication" in out.traceback
+    assert "refused the credential's key" in out.traceback and "check the executor's credential" in out.traceback
 
 
 def test_a_remote_python_without_matching_cloudpickle_is_reported(kernel: Kernel) -> None:

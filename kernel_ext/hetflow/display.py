@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
+import sys
 import time
 from typing import Any
 
-from hetflow_server.models import State, Task
+from hetflow_server.models import SpecError, State, Task
 
 STATUS_DELAY = 0.5  # a quick task shows no status line, like a progress bar with a delay
 STATUS_INTERVAL = 0.2
@@ -135,3 +137,34 @@ def task_rows(tasks: list[Task]) -> list[list[str]]:
 
 
 TASK_HEADER = ["ID", "NAME", "EXECUTOR", "STATE", "TRIES", "ELAPSED", "ERROR"]
+
+
+def login_question(client: Any, event: dict[str, Any]) -> None:
+    """A remote system asks a question at login (an MFA one-time code) while this cell waits. A browser with the
+    sidebar shows it as a dialog; with none following the engine, the cell asks it (hidden input) and answers."""
+    if event["state"] != "open":
+        return
+    prompt = event["prompt"]
+    where = f"{prompt['host']} (executor {prompt['executor']})"
+    asked = "; ".join(f["text"].strip() for f in prompt["fields"])
+    if event["sidebars"]:
+        print(f"hetflow: {where} asks at login: {asked} — answer in the hetflow sidebar", file=sys.stderr)
+        return
+    from IPython.core.error import StdinNotImplementedError
+
+    try:
+        answers = [
+            (input if field["echo"] else getpass.getpass)(f"hetflow: {where} asks: {field['text']}")
+            for field in prompt["fields"]
+        ]
+    except (StdinNotImplementedError, EOFError):
+        print(
+            f"hetflow: {where} asks at login: {asked}, and this front end cannot take input: answer it in the "
+            f'hetflow sidebar, or POST {{"answers": [...]}} to hetflow/api/prompts/{prompt["id"]}',
+            file=sys.stderr,
+        )
+        return
+    try:
+        client.answer(prompt["id"], answers)
+    except SpecError as err:  # answered elsewhere meanwhile, or it timed out
+        print(f"hetflow: {err}", file=sys.stderr)

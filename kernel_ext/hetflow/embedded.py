@@ -90,6 +90,9 @@ class EmbeddedClient:
     def tasks(self, limit: int | None = None) -> list[Task]:
         return self.on_loop(self.engine.tasks, limit=limit)
 
+    def answer(self, prompt_id: str, answers: list[str]) -> None:
+        self.on_loop(self.engine.prompts.answer, prompt_id, answers)
+
     def cancel(self, ref: str) -> Task:
         return self.call(self.engine.cancel(ref))
 

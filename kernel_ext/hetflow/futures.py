@@ -77,6 +77,8 @@ class Submission:
                 event = watch.next(STATUS_INTERVAL)
                 if event is None:
                     status.update(counts=self.counts() if self.foreach else None)
+                elif event["type"] == "prompt":
+                    display.login_question(self.client, event)
                 elif event["type"] == "log":
                     stream = sys.stderr if event["stream"] == "stderr" else sys.stdout
                     task = self.tasks.get(event["task"])

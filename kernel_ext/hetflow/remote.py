@@ -146,16 +146,21 @@ class RemoteClient:
             self._connected.clear()
 
     def _dispatch(self, event: dict[str, Any]) -> None:
+        targets = event["tasks"] if event["type"] == "prompt" else [event["task"]]
+        watches: list[Watch] = []
         with self._lock:
-            watch = self._watches.get(event["task"])
-            if watch is None:
-                self._early.setdefault(event["task"], []).append(event)
-                while len(self._early) > EARLY_EVENTS:
-                    self._early.popitem(last=False)
-                return
+            for task_id in targets:
+                watch = self._watches.get(task_id)
+                if watch is None:
+                    self._early.setdefault(task_id, []).append(event)
+                    while len(self._early) > EARLY_EVENTS:
+                        self._early.popitem(last=False)
+                elif watch not in watches:
+                    watches.append(watch)
             if event["type"] == "task" and event["state"] in FINAL:
-                del self._watches[event["task"]]
-        watch.deliver(event)
+                self._watches.pop(event["task"], None)
+        for watch in watches:
+            watch.deliver(event)
 
     def _resync(self, only: list[Watch] | None = None) -> None:
         """After (re)connecting: deliver what a waiting cell missed while no socket was open."""
@@ -255,6 +260,9 @@ class RemoteClient:
 
     def tasks(self, limit: int | None = None) -> list[Task]:
         return [Task.from_json(t) for t in self.call("GET", f"tasks?limit={limit or 0}")["tasks"]]
+
+    def answer(self, prompt_id: str, answers: list[str]) -> None:
+        self.call("POST", f"prompts/{prompt_id}", json.dumps({"answers": answers}).encode())
 
     def cancel(self, ref: str) -> Task:
         return Task.from_json(self.call("POST", f"tasks/{urllib.parse.quote(ref)}/cancel", b"")["task"])

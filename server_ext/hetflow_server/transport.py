@@ -191,8 +191,10 @@ class SSHTransport:
 
     # ------------------------------------------------------------------ connection (in pool threads)
 
-    def _verify_host_key(self, link: Any, name: str) -> None:
+    def _verify_host_key(self, link: Any, host: str, port: int) -> None:
         import paramiko
+
+        name = host if port == 22 else f"[{host}]:{port}"  # as known_hosts writes it
 
         known = paramiko.HostKeys()
         path = self.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
@@ -203,15 +205,14 @@ class SSHTransport:
         if offered.get_name() in recorded:
             if recorded[offered.get_name()] != offered:
                 raise AccessError(
-                    f"the host key of {name} has CHANGED since it was recorded in {path}; refusing to connect. If "
-                    "the change is expected, remove the old key from that file"
+                    f"the host key of {host}:{port} has CHANGED since it was recorded in {path}; refusing to "
+                    "connect. If the change is expected, remove the old key from that file"
                 )
             return
         if not self.accept_new or recorded:  # a known host offering another key type is not a new host
-            host, _, port = name.strip("[").partition("]:")
             raise AccessError(
-                f"the host key of {name} is unknown (not in {path}); add it "
-                f"(ssh-keyscan -p {port or 22} {host} >> {path}) or set accept_new_host_keys=True"
+                f"the host key of {host}:{port} is unknown (not in {path}); add it "
+                f"(ssh-keyscan -p {port} {host} >> {path}) or set accept_new_host_keys=True"
             )
         known.add(name, offered.get_name(), offered)
         known.save(path)
@@ -280,7 +281,6 @@ class SSHTransport:
         import paramiko
 
         label = f"{user}@{host}:{port}"
-        name = host if port == 22 else f"[{host}]:{port}"
         try:
             if sock is None:
                 sock = socket.create_connection((host, port), self.connect_timeout)
@@ -292,7 +292,7 @@ class SSHTransport:
         try:
             link.banner_timeout = link.auth_timeout = self.connect_timeout
             link.start_client(timeout=self.connect_timeout)
-            self._verify_host_key(link, name)
+            self._verify_host_key(link, host, port)
             self._authenticate(link, user, label)
         except (AccessError, TransportError):
             link.close()

@@ -24,10 +24,12 @@ from typing import Any
 from traitlets import Bool, Float, Int, List, Unicode
 
 from .. import runner
-from ..transport import AccessError, LocalTransport, SSHTransport, Transport, TransportError
+from ..transport import AccessError, AnswerRefused, LocalTransport, SSHTransport, Transport, TransportError
 from .base import Executor, Job
 
 log = logging.getLogger(__name__)
+
+ASK_AGAIN = 60.0  # seconds before a poll that lost its connection asks a login question again, after a refusal
 
 RUNNER_SOURCE = Path(runner.__file__).read_bytes()
 RUNNER_NAME = f"runner-{hashlib.sha256(RUNNER_SOURCE).hexdigest()[:12]}.py"
@@ -198,6 +200,9 @@ class RemoteExecutor(Executor):
             except AccessError as err:
                 for task_id in list(self.jobs):
                     self._finish(task_id, None, {"type": "AccessError", "message": str(err)})
+            except AnswerRefused as err:  # the jobs run on; ask again later, not at every poll
+                log.warning("hetflow %s: %s (asking again in %g s)", self.name, err, ASK_AGAIN)
+                await asyncio.sleep(ASK_AGAIN)
             except TransportError as err:
                 log.warning("hetflow %s: %s (will retry)", self.name, err)
             except Exception:
