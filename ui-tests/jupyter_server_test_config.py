@@ -20,3 +20,23 @@ _tmp = tempfile.mkdtemp(prefix="hetflow-ui-tests-")
 os.environ["JUPYTER_RUNTIME_DIR"] = os.path.join(_tmp, "runtime")
 c.Hetflow.store_dir = os.path.join(_tmp, "store")
 c.Hetflow.retry_backoff = 0.05
+
+# the MFA sshd of scripts/services.sh, when it runs (CI starts it before the UI tests): the login-question dialog
+_services = os.path.join(os.environ.get("HETFLOW_SERVICES", "/tmp/hetflow-services"), "env.sh")
+if os.path.exists(_services):
+    with open(_services) as _fh:
+        _env = dict(line.removeprefix("export ").strip().split("=", 1) for line in _fh if line.startswith("export "))
+    c.Hetflow.executors = {
+        "local": {"kind": "local"},
+        "mfa": {
+            "kind": "ssh",
+            "host": _env["HETFLOW_SSH_HOST"],
+            "port": int(_env["HETFLOW_MFA_PORT"]),
+            "user": _env["HETFLOW_SSH_USER"],
+            "credential": "mfa-key",
+            "known_hosts": _env["HETFLOW_SSH_KNOWN_HOSTS"],
+            "python": _env["HETFLOW_REMOTE_PYTHON"],
+            "remote_root": "~/.hetflow-ui-tests",
+            "poll_interval": 0.2,
+        },
+    }

@@ -140,15 +140,15 @@ TASK_HEADER = ["ID", "NAME", "EXECUTOR", "STATE", "TRIES", "ELAPSED", "ERROR"]
 
 
 def login_question(client: Any, event: dict[str, Any]) -> None:
-    """A remote system asks a question at login (an MFA one-time code) while this cell waits. A browser with the
-    sidebar shows it as a dialog; with none following the engine, the cell asks it (hidden input) and answers."""
+    """A remote system asks a question at login (an MFA one-time code) while this cell waits. A JupyterLab with
+    hetflow's extension shows it as a dialog; with none following the engine, the cell asks it (hidden input)."""
     if event["state"] != "open":
         return
     prompt = event["prompt"]
     where = f"{prompt['host']} (executor {prompt['executor']})"
     asked = "; ".join(f["text"].strip() for f in prompt["fields"])
     if event["sidebars"]:
-        print(f"hetflow: {where} asks at login: {asked} — answer in the hetflow sidebar", file=sys.stderr)
+        print(f"hetflow: {where} asks at login: {asked} — answer it in hetflow's dialog in JupyterLab", file=sys.stderr)
         return
     from IPython.core.error import StdinNotImplementedError
 
@@ -160,7 +160,7 @@ def login_question(client: Any, event: dict[str, Any]) -> None:
     except (StdinNotImplementedError, EOFError):
         print(
             f"hetflow: {where} asks at login: {asked}, and this front end cannot take input: answer it in the "
-            f'hetflow sidebar, or POST {{"answers": [...]}} to hetflow/api/prompts/{prompt["id"]}',
+            f'hetflow dialog in JupyterLab, or POST {{"answers": [...]}} to hetflow/api/prompts/{prompt["id"]}',
             file=sys.stderr,
         )
         return

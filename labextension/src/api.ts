@@ -9,6 +9,7 @@ import type {
   EngineEvent,
   ExecutorInfo,
   HistoryRow,
+  LoginPrompt,
   Task,
   TaskState
 } from './types';
@@ -106,6 +107,18 @@ export class HetflowAPI {
 
   async deleteCredential(name: string): Promise<void> {
     await this.fetch(`credentials/${encodeURIComponent(name)}`, { method: 'DELETE' });
+  }
+
+  async prompts(): Promise<LoginPrompt[]> {
+    return (await this.json<{ prompts: LoginPrompt[] }>('prompts')).prompts;
+  }
+
+  async answerPrompt(id: string, answers: string[]): Promise<void> {
+    await this.fetch(`prompts/${encodeURIComponent(id)}`, { method: 'POST', body: JSON.stringify({ answers }) });
+  }
+
+  async dismissPrompt(id: string): Promise<void> {
+    await this.fetch(`prompts/${encodeURIComponent(id)}`, { method: 'DELETE' });
   }
 
   eventsUrl(): string {

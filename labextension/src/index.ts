@@ -13,6 +13,7 @@ import { Sidebar } from './components/Sidebar';
 import { StatusLine } from './components/StatusLine';
 import { hetflowIcon } from './icon';
 import { WorkflowModel } from './model';
+import { LoginQuestions } from './prompts';
 import type { Task } from './types';
 
 /** What the kernel shows while a cell waits on its task (text/plain beside it for other front ends). */
@@ -88,11 +89,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const model = new WorkflowModel();
     const connection = new Signal<WorkflowModel, boolean>(model);
     const catchUp = () => api.tasks().then(tasks => model.load(tasks), console.warn);
+    const questions = new LoginQuestions(api);
     const stream = new EventStream(api, {
-      onEvent: event => model.apply(event),
+      onEvent: event => (event.type === 'prompt' ? questions.handle(event) : model.apply(event)),
       onOpen: () => {
         connection.emit(true);
         void catchUp();
+        questions.catchUp().catch(console.warn);
       },
       onClose: () => connection.emit(false)
     });

@@ -2,7 +2,7 @@
 
 import { Signal } from '@lumino/signaling';
 
-import type { EngineEvent, Task, TaskState } from './types';
+import type { LogEvent, Task, TaskState, TaskStateEvent } from './types';
 
 export interface ViewFilter {
   notebook: string | null; // null: all notebooks
@@ -44,7 +44,7 @@ export class WorkflowModel {
     this.changed.emit({ structure, tasks: tasks.map(t => t.id) });
   }
 
-  apply(event: EngineEvent): void {
+  apply(event: TaskStateEvent | LogEvent): void {
     if (event.type === 'log') {
       this.logged.emit({ task: event.task, text: event.text });
       return;

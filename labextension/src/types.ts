@@ -66,7 +66,27 @@ export interface LogEvent {
   offset: number;
 }
 
-export type EngineEvent = TaskStateEvent | LogEvent;
+/** A question a remote system asks at login (an MFA one-time code); the answers go back once, never shown again. */
+export interface LoginPrompt {
+  id: string;
+  executor: string;
+  host: string;
+  title: string;
+  instructions: string;
+  fields: { text: string; echo: boolean }[];
+  asked: number;
+}
+
+export interface PromptEvent {
+  type: 'prompt';
+  task: null;
+  tasks: string[];
+  state: 'open' | 'closed';
+  sidebars: number;
+  prompt: LoginPrompt;
+}
+
+export type EngineEvent = TaskStateEvent | LogEvent | PromptEvent;
 
 export interface ExecutorInfo {
   kind: string;
