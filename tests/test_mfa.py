@@ -100,7 +100,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, cluster: dict[str, str]) ->
     executor = mfa_executor(cluster)
     s = JupyterServer(
         tmp_path_factory.mktemp("mfa-server"),
-        hetflow={"executors": {"mfa": executor, "mfa-again": executor}, "prompt_timeout": 30},
+        hetflow={
+            "executors": {"mfa": executor, "mfa-again": executor, "mfa-dismissed": executor},
+            "prompt_timeout": 30,
+        },
     )
     key = Path(cluster["HETFLOW_SSH_KEY"]).read_text()
     s.json("PUT", "hetflow/api/credentials/mfa-key", {"kind": "ssh-key", "fields": {"private_key": key}})
@@ -177,6 +180,19 @@ def test_a_wrong_code_fails_clearly_and_a_rerun_asks_again(
     server.json("POST", f"hetflow/api/prompts/{prompt['id']}", {"answers": [totp(cluster)]})
     assert "re-running 1 task(s): again" in kernel.collect(msg_id, execution, timeout=60).check().stdout
     assert wait_for_state(server, "again", "completed")["error"] is None
+
+
+def test_a_dismissed_question_fails_the_waiting_task_clearly(server: JupyterServer, kernel: Kernel) -> None:
+    msg_id, execution = kernel.start("%%remote executor=mfa-dismissed cache=false\nx = 1\n")
+    prompt = open_prompt(server)
+    status, _, body = server.request(
+        "POST", f"hetflow/api/prompts/{prompt['id']}", body=json.dumps({"answers": ["1", "2"]}).encode()
+    )
+    assert status == 400 and b"one per question" in body  # still open: a bad answer is not a wrong code
+    status, _, _ = server.request("DELETE", f"hetflow/api/prompts/{prompt['id']}")
+    assert status == 204
+    out = kernel.collect(msg_id, execution, timeout=60)
+    assert "asked at login and got no answer: the question was dismissed" in out.traceback
 
 
 def test_answers_are_refused_for_a_question_no_longer_open(server: JupyterServer) -> None:

@@ -83,6 +83,7 @@ class Engine:
         return [t.id for t in self.store.find_tasks(states=[State.QUEUED, State.RUNNING]) if t.executor == executor]
 
     async def close(self) -> None:
+        self.prompts.close()
         for executor in self.executors.values():
             await executor.close()
         if self._store:

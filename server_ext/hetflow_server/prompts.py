@@ -62,7 +62,8 @@ class Prompts:
 
         def ask(title: str, instructions: str, fields: list[tuple[str, bool]]) -> list[str]:
             prompt = Prompt(uuid.uuid4().hex[:12], executor, host, title, instructions, fields)
-            return asyncio.run_coroutine_threadsafe(self._ask(prompt), loop).result()
+            # bounded here too: a stopped loop must not hold the connection's thread (and the process) forever
+            return asyncio.run_coroutine_threadsafe(self._ask(prompt), loop).result(self.timeout + 5)
 
         return ask
 
@@ -89,6 +90,12 @@ class Prompts:
                 "prompt": prompt.to_json(),
             }
         )
+
+    def close(self) -> None:
+        """The engine stops: whoever waits for an answer stops waiting."""
+        for prompt in list(self._open.values()):
+            if prompt.answer is not None and not prompt.answer.done():
+                prompt.answer.set_exception(NotAnswered("the engine stopped"))
 
     def _find(self, prompt_id: str) -> Prompt:
         prompt = self._open.get(prompt_id)
