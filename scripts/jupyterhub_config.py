@@ -48,6 +48,8 @@ c.SimpleLocalProcessSpawner.home_dir_template = str(STATE / "home" / "{username}
 c.Spawner.cmd = [str(VENV / "bin" / "jupyterhub-singleuser")]
 c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = c.Spawner.http_timeout = 120
+# a spawn request answers at once (202), so the tests start both users together
+c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
 c.Spawner.environment = {
     "PATH": f"{VENV / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
     # the site's config directory: the center's executors for everyone (see hub.sh's site_config)
