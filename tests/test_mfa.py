@@ -154,6 +154,20 @@ def test_twenty_more_tasks_reuse_the_connection_without_asking_again(
     assert server.json("GET", "hetflow/api/prompts")["prompts"] == []
 
 
+def test_a_dropped_connection_asks_again_when_it_is_opened_again(
+    answered: dict[str, Any], server: JupyterServer, kernel: Kernel, events: EventLog, cluster: dict[str, str]
+) -> None:
+    # every session process of the MFA sshd (the privileged monitor and the user's): the connections drop
+    subprocess.run(["pkill", "-KILL", "-f", f"^hetflow-mfa: {cluster['HETFLOW_SSH_USER']}"], check=True)
+    before, asked = logins(cluster), len(events.questions())
+    msg_id, execution = kernel.start("%%remote executor=mfa cache=false\nafter_drop = 'ran'\n")
+    prompt = open_prompt(server)
+    server.json("POST", f"hetflow/api/prompts/{prompt['id']}", {"answers": [totp(cluster)]})
+    kernel.collect(msg_id, execution, timeout=60).check()
+    assert kernel.value("after_drop") == "ran"
+    assert logins(cluster) == before + 1 and len(events.questions()) == asked + 1
+
+
 def test_the_question_event_names_the_waiting_task_and_closes_once_answered(
     answered: dict[str, Any], server: JupyterServer, events: EventLog
 ) -> None:

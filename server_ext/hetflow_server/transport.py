@@ -367,7 +367,7 @@ class SSHTransport:
                 with self._lock:
                     self._drop()
                 if delay is None:
-                    raise TransportError(f"{self.description}: {err}") from None
+                    raise TransportError(f"{self.description}: {err or type(err).__name__}") from None
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
