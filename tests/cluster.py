@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
 from pathlib import Path
 
-import pytest
+from envfile import missing, read_env
 
 STATE = Path(os.environ.get("HETFLOW_SERVICES", "/tmp/hetflow-services"))
 
@@ -15,13 +14,7 @@ STATE = Path(os.environ.get("HETFLOW_SERVICES", "/tmp/hetflow-services"))
 def services() -> dict[str, str]:
     """The services' settings from their env.sh; skip (or, in CI, fail) when they are not running."""
     env_file = STATE / "env.sh"
-    found: dict[str, str] = {}
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            line = line.strip().removeprefix("export ")
-            if "=" in line and not line.startswith("#"):
-                key, _, value = line.partition("=")
-                found[key] = shlex.split(value)[0] if value else ""
+    found = read_env(env_file)
     problem = None
     if not found:
         problem = f"no {env_file}: run `bash scripts/services.sh up` (as root) to start Slurm and sshd"
@@ -37,9 +30,7 @@ def services() -> dict[str, str]:
         ):
             problem = f"the Slurm cluster does not answer (sinfo: {answer.stderr.strip() or answer.stdout.strip()})"
     if problem:
-        if os.environ.get("HETFLOW_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"HETFLOW_REQUIRE_SERVICES=1 but {problem}")
-        pytest.skip(problem)
+        missing(problem)
     return found
 
 

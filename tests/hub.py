@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shlex
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,11 +17,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 import requests
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from envfile import missing, read_env
 from kernels import Execution, Output
 
 STATE = Path(os.environ.get("HETFLOW_HUB", "/tmp/hetflow-hub"))
@@ -32,13 +31,7 @@ SPAWN_TIMEOUT = 90
 def hub() -> Hub:
     """The hub from its env file; skip (or, in CI, fail) when it is not running."""
     env_file = STATE / "env.sh"
-    found: dict[str, str] = {}
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            line = line.strip().removeprefix("export ")
-            if "=" in line and not line.startswith("#"):
-                key, _, value = line.partition("=")
-                found[key] = shlex.split(value)[0] if value else ""
+    found = read_env(env_file)
     problem = None
     if not found:
         problem = f"no {env_file}: run `bash scripts/hub.sh up` to start the JupyterHub"
@@ -48,9 +41,7 @@ def hub() -> Hub:
         except requests.RequestException as error:
             problem = f"the JupyterHub at {found['HUB_URL']} does not answer ({error}): run `bash scripts/hub.sh up`"
     if problem:
-        if os.environ.get("HETFLOW_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"HETFLOW_REQUIRE_SERVICES=1 but {problem}")
-        pytest.skip(problem)
+        missing(problem)
     return Hub(found)
 
 
@@ -70,6 +61,15 @@ class Hub:
     def token(self, user: str) -> str:
         """A fresh API token of `user`'s, as `jupyterhub token` or the hub's token page would give."""
         return self.api("POST", f"users/{user}/tokens", {"note": "hetflow tests", "expires_in": 3600})["token"]
+
+    def stop(self, user: str) -> None:
+        """Stop `user`'s server, if it runs, and wait until the hub has it stopped."""
+        answer = requests.delete(f"{self.api_url}/users/{user}/server", headers=self._admin, timeout=60)
+        assert answer.status_code in (202, 204), f"stop {user}: {answer.status_code} {answer.text}"
+        deadline = time.monotonic() + 60
+        while self.api("GET", f"users/{user}")["servers"]:
+            assert time.monotonic() < deadline, f"{user}'s server still not stopped after 60 s"
+            time.sleep(0.1)
 
     def start(self, user: str) -> None:
         """Ask for `user`'s server (a no-op when it runs or is starting); `wait_ready` waits for it."""

@@ -45,8 +45,10 @@ def the_hub() -> Hub:
 @pytest.fixture(scope="module")
 def users(the_hub: Hub) -> Iterator[dict[str, User]]:
     """alice logs in through the form and spawns from the browser's spawn URL; bob gets a token and is started
-    through the hub's API. Both servers start together."""
+    through the hub's API. Both servers start afresh (the code and configs of now) and together."""
     loop = asyncio.new_event_loop()
+    for name in NAMES:
+        the_hub.stop(name)
     browser = the_hub.login("alice")
     spawn = browser.get(f"{the_hub.url}/hub/spawn/alice", allow_redirects=False, timeout=30)
     assert spawn.status_code in (302, 303), f"spawn alice: {spawn.status_code} {spawn.text[:300]}"
