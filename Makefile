@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint services ui unit-js ui-tests node chromium labextension bench clean
+.PHONY: demo test lint services hub ui unit-js ui-tests node chromium labextension bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,12 @@ services: $(VENV)/.installed
 	@if [ "$$(id -u)" = 0 ]; then HETFLOW_PYTHON=$(PY) bash scripts/services.sh up; \
 	else echo "not root: Slurm and SSH services not started, their tests will skip"; fi
 
-test: lint services ui
+# a real JupyterHub on 127.0.0.1 with two users, alice and bob, running hetflow from this venv: tests/test_hub.py and
+# the UI tests in ui-tests/hub/ run under it. `bash scripts/hub.sh down` stops it; `status` says whether it runs.
+hub: $(VENV)/.installed node
+	HETFLOW_VENV=$(VENV) $(UI_ENV) bash scripts/hub.sh up
+
+test: lint services hub ui
 	$(PY) -m pytest
 
 # ---- the JupyterLab sidebar (labextension/, package.json; UI tests in ui-tests/) ----------------------------------
@@ -52,8 +57,9 @@ unit-js: node_modules/.yarn-state.yml
 	@$(PY) -c "$$VERSIONS_AGREE"
 	$(UI_ENV) $(JLPM) test
 
-ui-tests: labextension ui-tests/node_modules/.yarn-state.yml chromium
-	@if [ -x "$(CHROMIUM)" ]; then cd ui-tests && CHROMIUM=$(CHROMIUM) $(UI_ENV) $(JLPM) playwright test; \
+ui-tests: labextension ui-tests/node_modules/.yarn-state.yml chromium hub
+	@if [ -x "$(CHROMIUM)" ]; then cd ui-tests && CHROMIUM=$(CHROMIUM) $(UI_ENV) $(JLPM) playwright test && \
+		CHROMIUM=$(CHROMIUM) $(UI_ENV) $(JLPM) playwright test --config playwright.hub.config.js; \
 	elif [ "$${HETFLOW_REQUIRE_SERVICES:-}" = 1 ]; then echo "no Chromium at $(CHROMIUM): UI tests cannot run" >&2; exit 1; \
 	else echo "no Chromium at $(CHROMIUM) (install it as root: apt-get install chromium): UI tests skipped"; fi
 

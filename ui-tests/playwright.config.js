@@ -14,6 +14,7 @@ const jupyter = fs.existsSync(venvJupyter) ? venvJupyter : 'jupyter';
 
 module.exports = {
   ...baseConfig,
+  testDir: 'tests', // hub/ has the specs that run under JupyterHub (playwright.hub.config.js)
   outputDir: 'test-results',
   reporter: [['list'], ['html', { open: 'never', outputFolder: 'playwright-report' }]],
   retries: process.env.CI ? 1 : 0,
