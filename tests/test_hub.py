@@ -11,6 +11,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ def users(the_hub: Hub) -> Iterator[dict[str, User]]:
         "bob": User(the_hub, "bob", loop, token=the_hub.token("bob")),
     }
     loop.close()
+    with ThreadPoolExecutor() as pool:  # nothing of theirs runs on through the rest of the suite
+        list(pool.map(the_hub.stop, NAMES))
 
 
 @pytest.fixture(scope="module")
