@@ -188,8 +188,12 @@ def test_a_job_killed_by_slurm_fails_with_the_reason_and_is_retried(
 
 
 def test_login_node_mode_runs_slurm_commands_locally(kernel: Kernel) -> None:
-    kernel.run("%%remote executor=slurm-login cache=false\nimport getpass\nlocalwho = getpass.getuser()\n").check()
-    assert kernel.value("localwho") == "root"
+    kernel.run(
+        "%%remote executor=slurm-login cache=false\nimport getpass, os\n"
+        "localwho, job = getpass.getuser(), os.environ.get('SLURM_JOB_ID')\n"
+    ).check()
+    assert kernel.value("localwho") == "root"  # no SSH: the server's own user, through its local sbatch
+    assert kernel.value("job").isdigit()
 
 
 def test_an_unknown_host_key_is_refused(kernel: Kernel) -> None:
