@@ -146,6 +146,7 @@ def test_a_user_never_sees_another_users_credential_names_nor_any_secret(run: Ru
         assert run.credentials[name] in names and run.credentials[other(name)] not in names
         mine = next(c for c in shown if c["name"] == run.credentials[name])
         assert mine["kind"] == "password" and mine["public"] == {"username": name}
+        assert run.credentials[other(name)] not in json.dumps(run.events[name])
     everything = "\n".join(run.answers) + json.dumps(run.events)
     for name in NAMES:
         assert run.secrets[name] not in everything, f"{name}'s secret was sent back"
