@@ -183,8 +183,11 @@ class Socket:
         return result
 
     def close(self) -> None:
-        self.conn.close()
-        self.wait(0.1)
+        async def close() -> None:  # on the loop: tornado writes the close frame through the running loop
+            self.conn.close()
+            await asyncio.sleep(0.1)
+
+        self.loop.run_until_complete(close())
 
 
 class HubKernel:
