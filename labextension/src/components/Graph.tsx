@@ -67,20 +67,44 @@ export function Graph({ view, selected, onSelect }: GraphProps): JSX.Element {
     animated: running.has(target)
   }));
   const flow = useRef<ReactFlowInstance<Node<TaskNodeData>> | null>(null);
+  const box = useRef<HTMLDivElement>(null);
+  const fit = () => {
+    // a hidden panel (the sidebar not shown yet) has no size: fitting then zooms to the minimum, where every
+    // node is culled; the panel is fitted when it is shown instead
+    if (box.current && box.current.clientWidth > 0 && box.current.clientHeight > 0) {
+      void flow.current?.fitView({ maxZoom: 1 });
+    }
+  };
   const hasSelection = selected !== null; // the details pane opening makes the graph shorter: fit again
   useEffect(() => {
-    const timer = setTimeout(() => void flow.current?.fitView({ maxZoom: 1 }), 50);
+    const timer = setTimeout(fit, 50);
     return () => clearTimeout(timer);
   }, [shape, hasSelection]);
+  useEffect(() => {
+    const element = box.current;
+    if (!element || typeof ResizeObserver === 'undefined') {
+      return;
+    }
+    let shown = element.clientWidth > 0 && element.clientHeight > 0;
+    const observer = new ResizeObserver(() => {
+      const now = element.clientWidth > 0 && element.clientHeight > 0;
+      if (now && !shown) {
+        fit();
+      }
+      shown = now;
+    });
+    observer.observe(element);
+    return () => observer.disconnect();
+  }, []);
   return (
-    <div className="hetflow-graph" role="region" aria-label="workflow graph">
+    <div className="hetflow-graph" role="region" aria-label="workflow graph" ref={box}>
       <ReactFlow
         nodes={nodes}
         edges={edges}
         nodeTypes={NODE_TYPES}
         onInit={instance => {
           flow.current = instance;
-          void instance.fitView({ maxZoom: 1 });
+          fit();
         }}
         onNodeClick={(_, node) => onSelect(node.id)}
         onSelectionChange={({ nodes: chosen }) => {
