@@ -31,27 +31,14 @@ PROXY_PID=$HUB/proxy.pid
 SITE_CONFIG=$STATE/etc/jupyter/jupyter_server_config.py
 CHP=$STATE/node_modules/.bin/configurable-http-proxy
 
-log() { printf '[hub] %s\n' "$*"; }
-die() { printf '[hub] ERROR: %s\n' "$*" >&2; exit 1; }
-now() { date +%s%N; }
-elapsed() { local ms=$((($(now) - $1) / 1000000)); printf '%d.%03d' $((ms / 1000)) $((ms % 1000)); }
-T=0
-begin() { T=$(now); }
-step() { printf '[hub] %8ss  %s\n' "$(elapsed "$T")" "$*"; }
+LOG_TAG=hub
+# shellcheck source=scripts/common.sh
+. "$REPO/scripts/common.sh"
 
-# running PID: exists and is not a zombie (PID 1 here may reap orphans late)
-running() {
-  local st
-  st=$(awk '/^State:/ {print $2}' "/proc/$1/status" 2>/dev/null) || return 1
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
-}
 # alive WORD PIDFILE: the pid file names a running process whose command line has WORD (not a recycled pid)
 alive() {
   local pid
-  [ -s "$2" ] || return 1
-  pid=$(cat "$2" 2>/dev/null) || return 1
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  running "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1"
+  pid=$(recorded_pid "$2") && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1"
 }
 stop_pid() { # stop_pid PID LABEL: TERM, then KILL after 10 s
   local pid=$1 i

@@ -52,28 +52,14 @@ USER_HOME=/home/$TEST_USER
 VENV=$USER_HOME/hetflow-venv
 ENV_FILE=$STATE/env.sh
 
-log() { printf '[services] %s\n' "$*"; }
-die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
-now() { date +%s%N; }
-elapsed() { local ms=$((($(now) - $1) / 1000000)); printf '%d.%03d' $((ms / 1000)) $((ms % 1000)); }
-T=0
-begin() { T=$(now); }
-step() { printf '[services] %8ss  %s\n' "$(elapsed "$T")" "$*"; }
+LOG_TAG=services
+# shellcheck source=scripts/common.sh
+. "$(dirname "$0")/common.sh"
 
-# running PID: the process exists and is not a zombie. PID 1 here (and in many containers) reaps orphans late: a
-# stopped daemon stays a zombie for a second or two, and 'kill -0' still succeeds on it.
-running() {
-  local st
-  st=$(awk '/^State:/ {print $2}' "/proc/$1/status" 2>/dev/null) || return 1
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
-}
 # alive NAME PIDFILE: the pid file names a running process called NAME (guards against a recycled pid).
 alive() {
   local pid
-  [ -s "$2" ] || return 1
-  pid=$(cat "$2" 2>/dev/null) || return 1
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ] && running "$pid"
+  pid=$(recorded_pid "$2") && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ]
 }
 pid_of() { cat "$1"; }
 port_open() { (exec 3<>"/dev/tcp/$SSH_HOST/$1") 2>/dev/null; }

@@ -6,32 +6,28 @@ import os
 import subprocess
 from pathlib import Path
 
-from envfile import missing, read_env
+from envfile import running
 
 STATE = Path(os.environ.get("HETFLOW_SERVICES", "/tmp/hetflow-services"))
 
 
 def services() -> dict[str, str]:
     """The services' settings from their env.sh; skip (or, in CI, fail) when they are not running."""
-    env_file = STATE / "env.sh"
-    found = read_env(env_file)
-    problem = None
-    if not found:
-        problem = f"no {env_file}: run `bash scripts/services.sh up` (as root) to start Slurm and sshd"
-    else:
-        answer = subprocess.run(
-            ["sinfo", "-h", "-o", "%t"],
-            env={**os.environ, "SLURM_CONF": found["SLURM_CONF"]},
-            capture_output=True,
-            text=True,
-        )
-        if answer.returncode or (
-            "idle" not in answer.stdout and "mix" not in answer.stdout and "alloc" not in answer.stdout
-        ):
-            problem = f"the Slurm cluster does not answer (sinfo: {answer.stderr.strip() or answer.stdout.strip()})"
-    if problem:
-        missing(problem)
-    return found
+    return running(STATE / "env.sh", "run `bash scripts/services.sh up` (as root) to start Slurm and sshd", _sinfo)
+
+
+def _sinfo(found: dict[str, str]) -> str | None:
+    answer = subprocess.run(
+        ["sinfo", "-h", "-o", "%t"],
+        env={**os.environ, "SLURM_CONF": found["SLURM_CONF"]},
+        capture_output=True,
+        text=True,
+    )
+    if answer.returncode or (
+        "idle" not in answer.stdout and "mix" not in answer.stdout and "alloc" not in answer.stdout
+    ):
+        return f"the Slurm cluster does not answer (sinfo: {answer.stderr.strip() or answer.stdout.strip()})"
+    return None
 
 
 def ssh(cluster: dict[str, str], command: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -20,6 +21,16 @@ def read_env(path: Path) -> dict[str, str]:
             if "=" in line and not line.startswith("#"):
                 key, _, value = line.partition("=")
                 found[key] = shlex.split(value)[0] if value else ""
+    return found
+
+
+def running(env_file: Path, how_to_start: str, problem_of: Callable[[dict[str, str]], str | None]) -> dict[str, str]:
+    """The service's settings from its env file, once `problem_of` them finds nothing wrong (it answers); else
+    `missing` says what is wrong and how to start it."""
+    found = read_env(env_file)
+    problem = problem_of(found) if found else f"no {env_file}: {how_to_start}"
+    if problem:
+        missing(problem)
     return found
 
 

@@ -21,7 +21,7 @@ import requests
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from envfile import missing, read_env
+from envfile import running
 from kernels import Execution, Output
 
 STATE = Path(os.environ.get("HETFLOW_HUB", "/tmp/hetflow-hub"))
@@ -30,19 +30,15 @@ SPAWN_TIMEOUT = 90
 
 def hub() -> Hub:
     """The hub from its env file; skip (or, in CI, fail) when it is not running."""
-    env_file = STATE / "env.sh"
-    found = read_env(env_file)
-    problem = None
-    if not found:
-        problem = f"no {env_file}: run `bash scripts/hub.sh up` to start the JupyterHub"
-    else:
-        try:
-            requests.get(found["HUB_API_URL"] + "/", timeout=5).raise_for_status()
-        except requests.RequestException as error:
-            problem = f"the JupyterHub at {found['HUB_URL']} does not answer ({error}): run `bash scripts/hub.sh up`"
-    if problem:
-        missing(problem)
-    return Hub(found)
+    return Hub(running(STATE / "env.sh", "run `bash scripts/hub.sh up` to start the JupyterHub", _answers))
+
+
+def _answers(found: dict[str, str]) -> str | None:
+    try:
+        requests.get(found["HUB_API_URL"] + "/", timeout=5).raise_for_status()
+    except requests.RequestException as error:
+        return f"the JupyterHub at {found['HUB_URL']} does not answer ({error}): run `bash scripts/hub.sh up`"
+    return None
 
 
 class Hub:

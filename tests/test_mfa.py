@@ -90,6 +90,16 @@ def open_prompt(server: JupyterServer, timeout: float = 30) -> dict[str, Any]:
     raise AssertionError("no login question was asked")
 
 
+def wait_for_state(server: JupyterServer, name: str, state: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = server.json("GET", f"hetflow/api/tasks/{name}")["task"]
+        if task["state"] == state:
+            return task
+        time.sleep(0.1)
+    raise AssertionError(f"task {name} did not become {state}")
+
+
 @pytest.fixture(scope="module")
 def cluster() -> dict[str, str]:
     return services()
@@ -230,16 +240,6 @@ def test_no_answer_is_kept_in_the_store_logs_or_events(
         assert WRONG.encode() not in data, f"an answer is kept in {path}"
         assert not code.search(data), f"the one-time code is kept in {path}"
     assert any(e["type"] == "prompt" for e in events.events)
-
-
-def wait_for_state(server: JupyterServer, name: str, state: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = server.json("GET", f"hetflow/api/tasks/{name}")["task"]
-        if task["state"] == state:
-            return task
-        time.sleep(0.1)
-    raise AssertionError(f"task {name} did not become {state}")
 
 
 def test_with_no_sidebar_the_waiting_cell_asks_for_the_code(tmp_path: Path, cluster: dict[str, str]) -> None:

@@ -7,19 +7,14 @@
 const fs = require('fs');
 const path = require('path');
 
+const { readEnv } = require('./envfile');
 const base = require('./playwright.config');
 
 function hubEnv() {
   const file = path.join(process.env.HETFLOW_HUB || '/tmp/hetflow-hub', 'env.sh');
-  if (!fs.existsSync(file)) {
+  const env = readEnv(file);
+  if (!env) {
     throw new Error(`no ${file}: start the JupyterHub first (bash scripts/hub.sh up, or make ui-tests)`);
-  }
-  const env = {};
-  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
-    const found = /^export ([A-Z_]+)="?([^"]*)"?$/.exec(line.trim());
-    if (found) {
-      env[found[1]] = found[2];
-    }
   }
   return env;
 }

@@ -147,7 +147,7 @@ def login_question(client: Any, event: dict[str, Any]) -> None:
     prompt = event["prompt"]
     where = f"{prompt['host']} (executor {prompt['executor']})"
     asked = "; ".join(f["text"].strip() for f in prompt["fields"])
-    if event["sidebars"]:
+    if event["browsers"]:
         print(f"hetflow: {where} asks at login: {asked} — answer it in hetflow's dialog in JupyterLab", file=sys.stderr)
         return
     from IPython.core.error import StdinNotImplementedError

@@ -82,7 +82,7 @@ export interface PromptEvent {
   task: null;
   tasks: string[];
   state: 'open' | 'closed';
-  sidebars: number;
+  browsers: number;
   prompt: LoginPrompt;
 }
 

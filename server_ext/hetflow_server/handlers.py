@@ -325,8 +325,8 @@ class EventsSocket(_Access, JupyterHandler, websocket.WebSocketHandler):
         # a kernel asks for small results inline (base64), saving a request per task
         self._inline = self.kernel_authenticated() and self.get_argument("results", "") == "inline"
         self._unsubscribe = self.engine.events.subscribe(self._send)
-        self._sidebar = not self.kernel_authenticated()  # a browser: it can show a login question
-        self.engine.prompts.sidebars += self._sidebar
+        self._browser = not self.kernel_authenticated()  # a browser: it can show a login question
+        self.engine.prompts.browsers += self._browser
 
     def _send(self, event: dict[str, Any]) -> None:
         if "result" in event:
@@ -343,7 +343,7 @@ class EventsSocket(_Access, JupyterHandler, websocket.WebSocketHandler):
         unsubscribe = getattr(self, "_unsubscribe", None)
         if unsubscribe:
             unsubscribe()
-            self.engine.prompts.sidebars -= self._sidebar
+            self.engine.prompts.browsers -= self._browser
 
 
 class GroupResultsHandler(HetflowHandler):

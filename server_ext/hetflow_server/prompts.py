@@ -1,6 +1,6 @@
 """Questions a remote system asks at login (an MFA one-time code), relayed to the user and answered once.
 
-An open prompt is announced as an event (to the sidebar, which shows a dialog, and to the cells waiting on that
+An open prompt is announced as an event (to JupyterLab, which shows a dialog, and to the cells waiting on that
 executor's tasks) and listed by the API. The answer goes from the API request straight to the waiting connection:
 it is never stored, logged or published.
 """
@@ -50,7 +50,8 @@ class Prompts:
         self.events = events
         self.waiting = waiting  # an executor's tasks that wait for its connection: their cells are told too
         self.timeout = timeout
-        self.sidebars = 0  # browsers following the events: when none, a waiting cell asks the question itself
+        # JupyterLab pages following the events (each shows the question as a dialog); with none, a waiting cell asks
+        self.browsers = 0
         self._open: dict[str, Prompt] = {}
 
     def pending(self) -> list[dict[str, Any]]:
@@ -86,7 +87,7 @@ class Prompts:
                 "task": None,
                 "tasks": self.waiting(prompt.executor),
                 "state": state,
-                "sidebars": self.sidebars,
+                "browsers": self.browsers,
                 "prompt": prompt.to_json(),
             }
         )

@@ -123,18 +123,18 @@ def check_certificate(text: str, now: float | None = None) -> None:
     if not isinstance(found, SSHCertificate):
         raise AccessError("the credential's certificate field holds a public key, not a certificate (*-cert.pub)")
     now = time.time() if now is None else now
-    stamp = "%Y-%m-%d %H:%M UTC"
+    name = f"the SSH certificate {found.key_id.decode(errors='replace')!r}"
+
+    def when(stamp: int) -> str:
+        return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(stamp))
+
     if now >= found.valid_before:
         raise AccessError(
-            f"the SSH certificate {found.key_id.decode(errors='replace')!r} expired at "
-            f"{time.strftime(stamp, time.gmtime(found.valid_before))}; get a new one from your center (e.g. "
-            "sshproxy) and replace the credential's certificate"
+            f"{name} expired at {when(found.valid_before)}; get a new one from your center (e.g. sshproxy) and "
+            "replace the credential's certificate"
         )
     if now < found.valid_after:
-        raise AccessError(
-            f"the SSH certificate {found.key_id.decode(errors='replace')!r} is valid only from "
-            f"{time.strftime(stamp, time.gmtime(found.valid_after))}; check this machine's clock"
-        )
+        raise AccessError(f"{name} is valid only from {when(found.valid_after)}; check this machine's clock")
 
 
 class AnswerRefused(TransportError):
@@ -222,8 +222,8 @@ class SSHTransport:
         import paramiko
 
         if self.key:
-            key = self.key
-            return [load_private_key(key["private_key"], key.get("passphrase"), key.get("certificate", ""))]
+            fields = self.key
+            return [load_private_key(fields["private_key"], fields.get("passphrase"), fields.get("certificate", ""))]
         return list(paramiko.Agent().get_keys())
 
     def _authenticate(self, link: Any, user: str, label: str) -> None:

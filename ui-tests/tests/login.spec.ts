@@ -6,23 +6,10 @@ import * as path from 'path';
 /** A host that asks for a one-time code at login (the MFA sshd of scripts/services.sh): the question appears as a
  * dialog in JupyterLab, the code typed there lets the task run, and the dialog does not come back for the next. */
 
+const { readEnv } = require('../envfile') as { readEnv: (file: string) => Record<string, string> | null };
+
 const ENV_FILE = path.join(process.env.HETFLOW_SERVICES ?? '/tmp/hetflow-services', 'env.sh');
-
-function services(): Record<string, string> | null {
-  if (!fs.existsSync(ENV_FILE)) {
-    return null;
-  }
-  const found: Record<string, string> = {};
-  for (const line of fs.readFileSync(ENV_FILE, 'utf-8').split('\n')) {
-    const match = /^export (\w+)=(.*)$/.exec(line);
-    if (match) {
-      found[match[1]] = match[2];
-    }
-  }
-  return found;
-}
-
-const env = services();
+const env = readEnv(ENV_FILE);
 if (!env && process.env.HETFLOW_REQUIRE_SERVICES === '1') {
   throw new Error(`HETFLOW_REQUIRE_SERVICES=1 but ${ENV_FILE} is missing: run scripts/services.sh up`);
 }

@@ -18,7 +18,7 @@ const PROMPT: LoginPrompt = {
 };
 
 function event(state: 'open' | 'closed'): PromptEvent {
-  return { type: 'prompt', task: null, tasks: ['t1'], state, sidebars: 1, prompt: PROMPT };
+  return { type: 'prompt', task: null, tasks: ['t1'], state, browsers: 1, prompt: PROMPT };
 }
 
 function fakeApi(): HetflowAPI & { answerPrompt: jest.Mock; dismissPrompt: jest.Mock } {
