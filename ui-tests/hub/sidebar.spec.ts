@@ -26,27 +26,44 @@ test.use({ autoGoto: false });
 
 const SIDEBAR = '#hetflow-sidebar';
 
-/** Stop the user's server (one left from an earlier run has older code), so that the login spawns it afresh. */
+function admin(token: string): { headers: Record<string, string> } {
+  return { headers: { Authorization: `token ${token}` } };
+}
+
+/** Stop the user's server (one left from an earlier run has older code), so that it starts afresh. */
 async function stopServer(request: APIRequestContext, hubURL: string, user: string, token: string): Promise<void> {
-  const headers = { Authorization: `token ${token}` };
-  const stopped = await request.delete(`${hubURL}/hub/api/users/${user}/server`, { headers });
+  const stopped = await request.delete(`${hubURL}/hub/api/users/${user}/server`, admin(token));
   expect([202, 204]).toContain(stopped.status());
   await expect
-    .poll(async () => Object.keys((await (await request.get(`${hubURL}/hub/api/users/${user}`, { headers })).json()).servers), {
+    .poll(async () => Object.keys((await (await request.get(`${hubURL}/hub/api/users/${user}`, admin(token))).json()).servers), {
       timeout: 60_000
     })
     .toEqual([]);
 }
 
-async function logIn(page: Page, hubURL: string, user: string, password: string): Promise<void> {
-  // a page of its own: the form, then the hub's redirects through the spawn to the user's Lab
-  const login = await page.context().newPage();
-  await login.goto(`${hubURL}/hub/login`);
-  await login.locator('#username_input').fill(user);
-  await login.locator('#password_input').fill(password);
-  await login.locator('#login_submit').click();
-  await login.waitForURL(new RegExp(`/user/${user}/lab`), { timeout: 90_000, waitUntil: 'commit' });
-  await login.close();
+/**
+ * Log in through the hub's form (its _xsrf cookie, then the POST) with the browser context's own cookie jar, start
+ * the user's server and wait until it is ready; Lab then opens in the test's one page, through the hub's OAuth.
+ * (Typing into the form in a second page, which then loaded a Lab of its own, once held up this page's navigation
+ * for minutes.)
+ */
+async function logIn(page: Page, hubURL: string, user: string, password: string, token: string): Promise<void> {
+  const browser = page.context().request;
+  expect((await browser.get(`${hubURL}/hub/login`)).ok()).toBe(true);
+  const xsrf = (await page.context().cookies(`${hubURL}/hub/`)).find(c => c.name === '_xsrf')?.value;
+  expect(xsrf).toBeTruthy();
+  const login = await browser.post(`${hubURL}/hub/login?next=`, {
+    form: { username: user, password, _xsrf: xsrf! },
+    maxRedirects: 0
+  });
+  expect(login.status()).toBe(302);
+  const started = await browser.post(`${hubURL}/hub/api/users/${user}/server`, admin(token));
+  expect([201, 202]).toContain(started.status());
+  await expect
+    .poll(async () => (await (await browser.get(`${hubURL}/hub/api/users/${user}`, admin(token))).json()).servers['']?.ready, {
+      timeout: 90_000
+    })
+    .toBe(true);
 }
 
 test('under JupyterHub, a remote cell appears in the sidebar graph and turns completed', async ({
@@ -59,7 +76,7 @@ test('under JupyterHub, a remote cell appears in the sidebar graph and turns com
 }, testInfo) => {
   test.setTimeout(180_000);
   await stopServer(request, hubURL, hubUser, hubAdminToken);
-  await logIn(page, hubURL, hubUser, hubPassword);
+  await logIn(page, hubURL, hubUser, hubPassword, hubAdminToken);
   await page.goto();
   expect(page.url()).toContain(`/user/${hubUser}/lab`);
 

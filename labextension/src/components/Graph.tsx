@@ -53,6 +53,10 @@ export function Graph({ view, selected, onSelect }: GraphProps): JSX.Element {
       type: 'task',
       position,
       data: { task, selected: isSelected },
+      // every node has this size: given, a new node shows at once, without waiting to be measured (unmeasured, it
+      // is hidden, and under the hub one was seen to stay hidden)
+      width: NODE_WIDTH,
+      height: NODE_HEIGHT,
       draggable: false,
       connectable: false
     };
