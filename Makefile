@@ -18,6 +18,7 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # the real Slurm cluster and sshd the Slurm/SSH tests use (root only; without them those tests skip, or fail in CI)
 services: $(VENV)/.installed
@@ -99,5 +100,5 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/variational.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache node_modules labextension/lib $(LABEXT) tsconfig.tsbuildinfo coverage \
-		ui-tests/node_modules ui-tests/test-results ui-tests/playwright-report
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache node_modules labextension/lib $(LABEXT) tsconfig.tsbuildinfo \
+		coverage ui-tests/node_modules ui-tests/test-results ui-tests/playwright-report

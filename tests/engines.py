@@ -15,26 +15,19 @@ import cloudpickle
 
 from hetflow_server.engine import Engine
 from hetflow_server.models import State, Task, TaskSpec
+from hetflow_server.protocol import Payload, sha256
 from hetflow_server.settings import Hetflow
-from hetflow_server.store import sha256
 
 
 def payload(code: str, outputs: list[str], inputs: dict[str, Any] | None = None) -> bytes:
-    return pickle.dumps(
-        {
-            "code": code,
-            "source": f"%%remote\n{code}",
-            "filename": "Cell In[1]",
-            "line_offset": 1,
-            "inputs": {name: cloudpickle.dumps(value) for name, value in (inputs or {}).items()},
-            "outputs": outputs,
-            "outputs_explicit": False,
-            "deleted": [],
-            "display": False,
-            "cloudpickle": cloudpickle.__version__,
-        },
-        protocol=5,
-    )
+    return Payload(
+        code=code,
+        source=f"%%remote\n{code}",
+        filename="Cell In[1]",
+        line_offset=1,
+        inputs={name: cloudpickle.dumps(value) for name, value in (inputs or {}).items()},
+        outputs=outputs,
+    ).pickle()
 
 
 async def submit(

@@ -14,7 +14,8 @@ import pytest
 import engines
 from engines import outputs, run, settle, submit, until_running
 from hetflow_server.engine import Engine
-from hetflow_server.models import SpecError, State
+from hetflow_server.models import State
+from hetflow_server.protocol import SpecError
 from kernels import Kernel
 
 pytestmark = pytest.mark.timeout(180)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from cluster import services
 
-from hetflow_server.transport import AccessError, check_certificate
+from hetflow_server.protocol import AccessError
+from hetflow_server.transport import check_certificate
 from kernels import Kernel
 from servers import JupyterServer, notebook_kernel_fixture
 

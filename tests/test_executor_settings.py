@@ -10,7 +10,8 @@ import pytest
 
 import engines
 from engines import payload, run, settle
-from hetflow_server.models import SpecError, State, TaskSpec
+from hetflow_server.models import State, TaskSpec
+from hetflow_server.protocol import SpecError
 
 
 def spec(code: str, **extra: object) -> TaskSpec:

@@ -3,7 +3,8 @@
 import pytest
 
 from hetflow.options import help_text, parse_line
-from hetflow_server.models import COMMON_OPTIONS, Option, SpecError, parse_seconds, read_executor_options
+from hetflow_server.models import COMMON_OPTIONS, Option, parse_seconds, read_executor_options
+from hetflow_server.protocol import SpecError
 
 FULL = "executor=local retries=2 timeout=00:01:30 cache=false inputs=a,b outputs=c name=fit partition=debug"
 

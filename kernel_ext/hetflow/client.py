@@ -13,15 +13,32 @@ from jupyter_core.paths import jupyter_runtime_dir
 from hetflow_server.models import Task, TaskSpec
 from hetflow_server.settings import Hetflow, load_config
 
-from .remote import Connection, RemoteClient
+from .serverclient import Connection, ServerClient
 from .watch import Watch
 
 
 class EngineClient(Protocol):
-    mode: str
+    """What the kernel asks of its engine, wherever it runs: ServerClient (a Jupyter server's, over HTTP and a
+    WebSocket) and EmbeddedClient (one in this kernel) both answer it; engine errors arrive as protocol.py's."""
 
-    def submit(self, spec: TaskSpec, payload: bytes) -> tuple[Task, bool, Watch | None]: ...
-    def result(self, task: Task, inline: bytes | None = None) -> bytes: ...
+    mode: str  # "server" or "embedded"
+
+    def submit(
+        self, spec: TaskSpec, payload: bytes, elements: list[bytes] | None = None
+    ) -> tuple[list[Task], bool, Watch | None]:
+        """The tasks made (one per element of a foreach), whether all came from the cache, and their watch."""
+
+    def watch(self, task_ids: list[str]) -> Watch:
+        """Watch tasks already submitted (after a re-run)."""
+
+    def result(self, task: Task, inline: bytes | None = None) -> bytes:
+        """The result pickle (as it came with the final event, or fetched), only if its hash is the recorded one."""
+
+    def group_results(self, ref: str) -> list[tuple[Task, bytes | None]]:
+        """Every element of a foreach with its result (None for one that did not complete)."""
+
+    def rerun(self, ref: str) -> list[Task]: ...
+    def graph(self) -> dict[str, Any]: ...
     def find(self, ref: str) -> Task: ...
     def tasks(self, limit: int | None = None) -> list[Task]: ...
     def cancel(self, ref: str) -> Task: ...
@@ -81,7 +98,7 @@ def get_client() -> EngineClient:
     if _client is None:
         connection = discover()
         if connection is not None:
-            _client = RemoteClient(connection, discover)
+            _client = ServerClient(connection, discover)
         else:
             from .embedded import EmbeddedClient
 

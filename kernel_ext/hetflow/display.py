@@ -7,7 +7,10 @@ import sys
 import time
 from typing import Any
 
-from hetflow_server.models import SpecError, State, Task
+from hetflow_server.models import State, Task
+from hetflow_server.protocol import SpecError
+
+from .client import EngineClient
 
 STATUS_DELAY = 0.5  # a quick task shows no status line, like a progress bar with a delay
 STATUS_INTERVAL = 0.2
@@ -139,7 +142,7 @@ def task_rows(tasks: list[Task]) -> list[list[str]]:
 TASK_HEADER = ["ID", "NAME", "EXECUTOR", "STATE", "TRIES", "ELAPSED", "ERROR"]
 
 
-def login_question(client: Any, event: dict[str, Any]) -> None:
+def login_question(client: EngineClient, event: dict[str, Any]) -> None:
     """A remote system asks a question at login (an MFA one-time code) while this cell waits. A JupyterLab with
     hetflow's extension shows it as a dialog; with none following the engine, the cell asks it (hidden input)."""
     if event["state"] != "open":

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 from hetflow_server.engine import Engine
 from hetflow_server.models import Task, TaskSpec
+from hetflow_server.protocol import sha256
 from hetflow_server.settings import Hetflow
-from hetflow_server.store import sha256
 
 from .watch import Watch
 
@@ -55,17 +55,17 @@ class EmbeddedClient:
         return tasks, cached, None if cached else watch
 
     def watch(self, task_ids: list[str]) -> Watch:
-        """Follow tasks already submitted (after a re-run)."""
+        """Watch tasks already submitted (after a re-run)."""
         watch = Watch(task_ids)
 
-        async def follow() -> None:
+        async def subscribe() -> None:
             for task_id in task_ids:
                 self.engine.events.subscribe(watch.deliver, task_id)
                 task = self.engine.scheduler.lookup(task_id)
                 if task is not None and task.state.final:  # it ended before we listened
                     watch.deliver({"type": "task", "task": task.id, "state": task.state.value, "data": task.to_json()})
 
-        self.call(follow())
+        self.call(subscribe())
         return watch
 
     def result(self, task: Task, inline: bytes | None = None) -> bytes:

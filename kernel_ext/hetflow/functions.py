@@ -11,12 +11,12 @@ from typing import Any
 
 from IPython import get_ipython
 
-from hetflow_server.models import COMMON_OPTIONS, SpecError, TaskSpec
-from hetflow_server.store import sha256
+from hetflow_server.models import COMMON_OPTIONS, TaskSpec
+from hetflow_server.protocol import Payload, SpecError, sha256
 
 from .client import get_client
 from .futures import Future, Submission
-from .payload import make_payload, origin, split_inputs
+from .payload import origin, split_inputs
 
 # the task options that apply to a function (inputs, outputs, wait and foreach are a cell's)
 TASK_OPTIONS = ("name", "retries", "timeout", "cache", "after")
@@ -76,7 +76,14 @@ def submit(fn: Callable[..., Any], /, *args: Any, executor: str | None = None, *
     if provided:  # only where the executor provides them: elsewhere the function's own defaults hold
         call = [*names, f"**{{k: globals()[k] for k in {tuple(provided)!r} if k in globals()}}"]
     code = f"{OUTPUT} = __fn__({', '.join(call)})\n"
-    payload = make_payload(code, code, f"<hetflow.submit {name}>", pickles, [OUTPUT], outputs_explicit=True)
+    payload = Payload(
+        code=code,
+        source=code,
+        filename=f"<hetflow.submit {name}>",
+        inputs=pickles,
+        outputs=[OUTPUT],
+        outputs_explicit=True,
+    )
     spec = TaskSpec(
         code=code,
         inputs={key: sha256(data) for key, data in pickles.items()},
@@ -87,7 +94,7 @@ def submit(fn: Callable[..., Any], /, *args: Any, executor: str | None = None, *
         **task,
     )
     client = get_client()
-    tasks, _, watch = client.submit(spec, payload)
+    tasks, _, watch = client.submit(spec, payload.pickle())
     return Future(Submission(client, tasks, watch, [OUTPUT], False), OUTPUT)
 
 

@@ -14,14 +14,15 @@ import cloudpickle
 from hetflow_server.models import State, Task
 
 from . import capture, display
+from .client import EngineClient
 from .display import STATUS_INTERVAL
 from .watch import Watch
 
 
 class Submission:
-    """One `%%remote` cell's tasks, followed through the engine's events; shared by its outputs' futures."""
+    """One `%%remote` cell's tasks, watched through the engine's events; shared by its outputs' futures."""
 
-    def __init__(self, client: Any, tasks: list[Task], watch: Watch | None, outputs: list[str], foreach: bool):
+    def __init__(self, client: EngineClient, tasks: list[Task], watch: Watch | None, outputs: list[str], foreach: bool):
         self.client, self.watch, self.outputs, self.foreach = client, watch, outputs, foreach
         self.order = [t.id for t in tasks]
         self.tasks = {t.id: t for t in tasks}
@@ -63,8 +64,8 @@ class Submission:
             return True
         return self.watch is not None and all(i in self.watch.results for i in self.order)
 
-    def follow(self, task_ids: list[str]) -> None:
-        """Some of its tasks run again (a re-run): follow them anew."""
+    def rewatch(self, task_ids: list[str]) -> None:
+        """Some of its tasks run again (a re-run): watch them anew."""
         self.watch = self.client.watch([i for i in self.order if i in task_ids])
         self._outcome = None
 
@@ -110,12 +111,12 @@ class Submission:
         return self._outcome
 
     def _rerun_elsewhere(self, failed: list[Task]) -> bool:
-        """Whether tasks that failed here were re-run meanwhile (from the sidebar, another kernel): then follow."""
+        """Whether tasks that failed here were re-run meanwhile (from the sidebar, another kernel): then watch them."""
         now = [self.client.find(task.id) for task in failed]
         again = [task.id for task in now if task.state is not State.FAILED and task.state is not State.CANCELLED]
         if again:
             self.tasks.update((task.id, task) for task in now)
-            self.follow(again)
+            self.rewatch(again)
         return bool(again)
 
     def _task_values(self) -> tuple[dict[str, Any], Any]:

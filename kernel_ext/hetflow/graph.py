@@ -137,8 +137,8 @@ def _layout(keys: list[str], edges: list[tuple[str, str]]) -> dict[str, tuple[in
             positions[key] = (offset + i * (NODE_WIDTH + GAP_X), depth * (NODE_HEIGHT + GAP_Y))
     left = widest * (NODE_WIDTH + GAP_X) + 2 * GAP_X if layers else 0
     for i, key in enumerate(k for k in keys if k not in linked):
-        row, column = divmod(i, GRID_COLUMNS)
-        positions[key] = (left + column * (NODE_WIDTH + GAP_X), row * (NODE_HEIGHT + GAP_Y))
+        line, column = divmod(i, GRID_COLUMNS)
+        positions[key] = (left + column * (NODE_WIDTH + GAP_X), line * (NODE_HEIGHT + GAP_Y))
     return positions
 
 

@@ -7,16 +7,17 @@ from typing import Any
 import cloudpickle
 import IPython
 from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from hetflow_server.models import SpecError, State, TaskSpec
-from hetflow_server.store import StoreError, sha256
+from hetflow_server.models import State, TaskSpec
+from hetflow_server.protocol import Payload, SpecError, StoreError, sha256
 
 from . import capture, display
-from .client import get_client
+from .client import EngineClient, get_client
 from .futures import Future, Submission, futures_in, resolve
 from .options import CellOptions, help_text, parse_line
-from .payload import make_payload, origin, pickled, split_inputs
+from .payload import origin, pickled, split_inputs
 
 LINE_COMMANDS = {
     "status": "list recent tasks and say which engine this kernel uses",
@@ -42,6 +43,8 @@ def _usage() -> str:
 
 @magics_class
 class RemoteMagics(Magics):
+    shell: InteractiveShell  # IPython registers the magics with its shell
+
     @line_cell_magic
     def remote(self, line: str, cell: str | None = None) -> Any:
         if cell is None:
@@ -105,17 +108,17 @@ class RemoteMagics(Magics):
             elements = self._elements(name, expr)
         refs, pickled = split_inputs({name: namespace[name] for name in inputs})
         count = self._prompt_number()
-        payload = make_payload(
-            cell,
-            f"%%remote {line}\n{cell}",
-            f"Cell In[{count}]",
-            pickled,
-            outputs,
+        payload = Payload(
+            code=cell,
+            source=f"%%remote {line}\n{cell}",
+            filename=f"Cell In[{count}]",
             line_offset=1,
+            inputs=pickled,
+            outputs=outputs,
             outputs_explicit=options.outputs is not None,
             deleted=analysis.deletes,
             display=analysis.display,
-        )
+        ).pickle()
         spec = TaskSpec(
             code=cell,
             inputs={name: sha256(data) for name, data in pickled.items()},
@@ -169,19 +172,19 @@ class RemoteMagics(Magics):
         except (SpecError, StoreError) as err:
             raise UsageError(str(err)) from None
 
-    def _cmd_status(self, client: Any) -> None:
+    def _cmd_status(self, client: EngineClient) -> None:
         print(f"engine: {client.describe()}")
         tasks = client.tasks(limit=50)
         print(display.table(display.task_rows(tasks), display.TASK_HEADER) if tasks else "no tasks yet")
 
-    def _cmd_logs(self, client: Any, ref: str) -> None:
+    def _cmd_logs(self, client: EngineClient, ref: str) -> None:
         print(client.logs(ref), end="")
 
-    def _cmd_cancel(self, client: Any, ref: str) -> None:
+    def _cmd_cancel(self, client: EngineClient, ref: str) -> None:
         task = client.cancel(ref)
         print(f"task {task.name!r} ({task.id}) is {task.state.value}")
 
-    def _cmd_result(self, client: Any, ref: str) -> dict[str, Any]:
+    def _cmd_result(self, client: EngineClient, ref: str) -> dict[str, Any]:
         task = client.find(ref)
         if task.state is not State.COMPLETED:
             if task.state.final:
@@ -189,23 +192,23 @@ class RemoteMagics(Magics):
             raise UsageError(f"task {task.label!r} is {task.state.value}; ask again when it has completed")
         return cloudpickle.loads(client.result(task))["outputs"]
 
-    def _cmd_rerun(self, client: Any, ref: str) -> None:
+    def _cmd_rerun(self, client: EngineClient, ref: str) -> None:
         tasks = client.rerun(ref)
         ids = [t.id for t in tasks]
         for future in futures_in(self.shell.user_ns).values():
             if any(i in ids for i in future.submission.order):
-                future.submission.follow(ids)
+                future.submission.rewatch(ids)
         names = ", ".join(dict.fromkeys(t.label for t in tasks))
         print(f"re-running {len(tasks)} task(s): {names}")
 
-    def _cmd_graph(self, client: Any) -> Any:
+    def _cmd_graph(self, client: EngineClient) -> Any:
         from IPython.display import SVG
 
         from .graph import render_svg
 
         return SVG(render_svg(client.graph()))
 
-    def _cmd_executors(self, client: Any) -> None:
+    def _cmd_executors(self, client: EngineClient) -> None:
         rows = [
             [
                 name,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from hetflow_server.models import COMMON_OPTIONS, SpecError
+from hetflow_server.models import COMMON_OPTIONS
+from hetflow_server.protocol import SpecError
 
 EXAMPLE = "%%remote executor=local retries=2 timeout=60"
 

@@ -1,17 +1,15 @@
 """What a task is submitted with, shared by `%%remote` cells and `hetflow.submit`: the inputs (pickled here, or
-references to the tasks whose futures stand in for them), the payload the runner reads, and where the task came
-from (the notebook and the cell)."""
+references to the tasks whose futures stand in for them; the payload that carries them is protocol.Payload) and
+where the task came from (the notebook and the cell)."""
 
 from __future__ import annotations
 
 import os
-import pickle
-import sys
-from typing import Any
+from typing import Any, TypedDict
 
 import cloudpickle
 
-from hetflow_server.models import SpecError
+from hetflow_server.protocol import SpecError
 
 from .futures import Future
 
@@ -42,38 +40,12 @@ def split_inputs(
     return refs, pickles
 
 
-def make_payload(
-    code: str,
-    source: str,
-    filename: str,
-    inputs: dict[str, bytes],
-    outputs: list[str],
-    *,
-    line_offset: int = 0,
-    outputs_explicit: bool = False,
-    deleted: list[str] | None = None,
-    display: bool = False,
-) -> bytes:
-    """The runner's payload (server_ext/hetflow_server/runner.py reads it)."""
-    return pickle.dumps(
-        {
-            "code": code,
-            "source": source,
-            "filename": filename,
-            "line_offset": line_offset,
-            "inputs": inputs,
-            "outputs": outputs,
-            "outputs_explicit": outputs_explicit,
-            "deleted": deleted or [],
-            "display": display,
-            "cloudpickle": cloudpickle.__version__,
-            "python": f"{sys.version_info[0]}.{sys.version_info[1]}",  # named when an input cannot be unpickled
-        },
-        protocol=5,
-    )
+class Origin(TypedDict):
+    notebook: str | None
+    cell_id: str | None
 
 
-def origin(shell: Any) -> dict[str, str | None]:
+def origin(shell: Any) -> Origin:
     """The notebook (Jupyter names it in JPY_SESSION_NAME) and the cell id (JupyterLab sends it with each run)."""
     kernel = getattr(shell, "kernel", None)
     parent = kernel.get_parent() if kernel is not None and hasattr(kernel, "get_parent") else None

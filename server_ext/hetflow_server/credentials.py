@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .models import SpecError
+from .protocol import NotFound, SpecError
 
 MASK = "********"
 MIN_MASKED = 4  # shorter values would mask ordinary text
@@ -85,7 +85,7 @@ class Credentials:
 
     def delete(self, name: str) -> None:
         if self._secrets.pop(name, None) is None:
-            raise SpecError(f"no credential is named {name!r}")
+            raise NotFound(f"no credential is named {name!r}")
         self._save()
 
     def get(self, name: str) -> dict[str, Any]:
@@ -93,7 +93,7 @@ class Credentials:
         try:
             return dict(self._secrets[name])
         except KeyError:
-            raise SpecError(f"no credential is named {name!r}; add it in the sidebar or the API") from None
+            raise NotFound(f"no credential is named {name!r}; add it in the sidebar or the API") from None
 
     def secret_values(self) -> list[str]:
         values = []

@@ -20,12 +20,10 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web, websocket
 
 from .engine import Engine
-from .models import SpecError, State, Task, TaskSpec
-from .store import StoreError
-from .transport import AccessError, TransportError
+from .models import State, Task, TaskSpec
+from .protocol import TASK_MEDIA_TYPE, AccessError, NotFound, SpecError, StoreError, TransportError
 
 AUTH_RESOURCE = "hetflow"
-TASK_MEDIA_TYPE = "application/x-hetflow-task"
 KERNEL_USER = "hetflow-kernel"
 
 
@@ -34,6 +32,7 @@ class _Access:
 
     request: Any
     settings: dict[str, Any]
+    _jupyter_current_user: Any  # jupyter_server's, set here for a kernel as it would set it for a browser
 
     @property
     def engine(self) -> Engine:
@@ -60,7 +59,7 @@ class _Access:
     async def authorize(self, action: str) -> None:
         if self.kernel_authenticated():
             return
-        user = self.current_user  # type: ignore[attr-defined]
+        user = self.current_user
         if user is None:
             raise web.HTTPError(403, "not authenticated")
         allowed = await ensure_async(self.authorizer.is_authorized(self, user, action, AUTH_RESOURCE))  # type: ignore[attr-defined]
@@ -77,8 +76,10 @@ def api(action: str) -> Callable[[Callable[..., Awaitable[None]]], Callable[...,
             await self.authorize(action)
             try:
                 await method(self, *args)
+            except NotFound as err:
+                self.reply({"message": str(err)}, 404)
             except SpecError as err:
-                self.reply({"message": str(err)}, 404 if str(err).startswith("no ") else 400)
+                self.reply({"message": str(err)}, 400)
             except ValueError as err:  # a malformed query argument
                 self.reply({"message": str(err)}, 400)
             except (AccessError, TransportError) as err:  # a remote system that refused or did not answer
@@ -261,7 +262,7 @@ class ExecutorCheckHandler(HetflowHandler):
     async def post(self, name: str) -> None:
         executor = self.engine.executors.get(name)
         if executor is None:
-            raise SpecError(f"no executor is named {name!r}")
+            raise NotFound(f"no executor is named {name!r}")
         self.reply({"name": name, **(await executor.check())})
 
 

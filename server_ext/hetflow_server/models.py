@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any
 
+from .protocol import SpecError
+
 
 class State(str, Enum):
     PENDING = "pending"
@@ -23,10 +25,6 @@ class State(str, Enum):
     @property
     def final(self) -> bool:
         return self in (State.COMPLETED, State.FAILED, State.CANCELLED)
-
-
-class SpecError(ValueError):
-    """Bad input from the user: raised before any side effect, its message says what to fix."""
 
 
 # ---------------------------------------------------------------------------------------------- options

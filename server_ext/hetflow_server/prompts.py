@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .events import Events
-from .models import SpecError
+from .protocol import NotFound, SpecError
 
 
 class NotAnswered(RuntimeError):
@@ -101,7 +101,7 @@ class Prompts:
     def _find(self, prompt_id: str) -> Prompt:
         prompt = self._open.get(prompt_id)
         if prompt is None or prompt.answer is None or prompt.answer.done():
-            raise SpecError(f"no open prompt {prompt_id!r} (answered already, dismissed or timed out)")
+            raise NotFound(f"no open prompt {prompt_id!r} (answered already, dismissed or timed out)")
         return prompt
 
     def answer(self, prompt_id: str, answers: Any) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import sqlite3
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .models import State, Task
+from .protocol import StoreError, sha256
 
 _COLUMNS = [f.name for f in fields(Task)]
 
@@ -43,24 +43,16 @@ SMALL_BLOB = 64 * 1024
 
 
 def _sql_default(field: Field[Any]) -> str:
-    if field.default_factory is not MISSING:  # type: ignore[misc]
-        return "'" + json.dumps(field.default_factory()).replace("'", "''") + "'"  # type: ignore[misc]
+    if field.default_factory is not MISSING:
+        return "'" + json.dumps(field.default_factory()).replace("'", "''") + "'"
     value = None if field.default is MISSING else field.default
     if value is None:
         return "NULL"
     return repr(value) if isinstance(value, (int, float)) else "'" + str(value).replace("'", "''") + "'"
 
 
-class StoreError(RuntimeError):
-    pass
-
-
 class StoreLocked(StoreError):
-    pass
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    """Another engine owns the store."""
 
 
 class Store:
@@ -141,20 +133,6 @@ class Store:
             os.replace(tmp, path)
         return digest
 
-    def adopt_blob(self, source: Path) -> tuple[str, bytes]:
-        """Take a finished file into the store under its own hash (a large one is moved, not copied); the hash is
-        computed here."""
-        data = source.read_bytes()
-        if len(data) <= SMALL_BLOB:
-            digest = self.put_blob(data)
-            source.unlink()
-            return digest, data
-        digest = sha256(data)
-        path = self.blob_path(digest)
-        self._shard(path)
-        os.replace(source, path)
-        return digest, data
-
     def _shard(self, path: Path) -> None:
         if path.parent.name not in self._shards:
             path.parent.mkdir(exist_ok=True, mode=0o700)
@@ -222,12 +200,9 @@ class Store:
         sets = ", ".join(f"{n} = ?" for n in names)
         self.db.execute(f"UPDATE tasks SET {sets} WHERE id = ?", [task.column(n) for n in names] + [task.id])
 
-    def transition(self, task: Task, state: State, message: str | None = None, *also: str) -> None:
-        """Persist a state change (and any fields changed with it) with its event, in one transaction."""
-        self.transition_many([task], state, message, *also)
-
     def transition_many(self, tasks: list[Task], state: State, message: str | None = None, *also: str) -> None:
-        """The same state change for many tasks, in one transaction."""
+        """Persist the same state change of many tasks (and any fields changed with it) with their events, in one
+        transaction."""
         names = ("state", *also)
         sets = ", ".join(f"{n} = ?" for n in names)
         now = time.time()

@@ -20,17 +20,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from .protocol import AccessError, AnswerRefused, TransportError
+
 T = TypeVar("T")
 
 RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
-
-
-class TransportError(RuntimeError):
-    """The machine could not be reached just now (retry later)."""
-
-
-class AccessError(RuntimeError):
-    """The machine refused us (host key, credential): retrying will not help; the message says what to fix."""
 
 
 @dataclass
@@ -135,12 +129,6 @@ def check_certificate(text: str, now: float | None = None) -> None:
         )
     if now < found.valid_after:
         raise AccessError(f"{name} is valid only from {when(found.valid_after)}; check this machine's clock")
-
-
-class AnswerRefused(TransportError):
-    """The server refused the answers to its prompts (a wrong or late one-time code), or nobody answered: the work
-    that needed the connection fails or waits, and the next connection asks again. Not retried on its own: each
-    try would ask the user once more."""
 
 
 # a question the server asks during login: (title, instructions, [(prompt, echo)]) -> answers

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import http.client
 import json
 import threading
@@ -18,12 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tornado.httpclient import HTTPRequest
-from tornado.websocket import websocket_connect
-
-from hetflow_server.handlers import TASK_MEDIA_TYPE
-from hetflow_server.models import SpecError, Task, TaskSpec
-from hetflow_server.store import StoreError
+from hetflow_server.models import Task, TaskSpec
+from hetflow_server.protocol import TASK_MEDIA_TYPE, EngineUnreachable, NotFound, SpecError, StoreError, sha256
 
 from .watch import FINAL, Watch
 
@@ -38,11 +33,7 @@ class Connection:
     pid: int | None = None
 
 
-class EngineUnreachable(RuntimeError):
-    pass
-
-
-class RemoteClient:
+class ServerClient:
     mode = "server"
 
     def __init__(self, connection: Connection, rediscover: Callable[[], Connection | None]):
@@ -107,10 +98,7 @@ class RemoteClient:
     def call(self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json") -> Any:
         status, _, data = self.request(method, path, body, content_type)
         if status >= 400:
-            message = json.loads(data or b"{}").get("message", data.decode(errors="replace"))
-            if status in (400, 404):
-                raise SpecError(message)
-            raise EngineUnreachable(f"the hetflow engine answered {status}: {message}")
+            raise _error(status, data)
         return json.loads(data) if data else None
 
     def _refresh(self) -> bool:
@@ -124,6 +112,9 @@ class RemoteClient:
     # --------------------------------------------------------------------------- events
 
     async def _listen(self) -> None:
+        from tornado.httpclient import HTTPRequest  # here: a kernel that only imports hetflow pays nothing for it
+        from tornado.websocket import websocket_connect
+
         delay = 0.05
         while not self._closed:
             url = self.connection.url.replace("http", "ws", 1) + "events?results=inline"
@@ -165,8 +156,8 @@ class RemoteClient:
     def _resync(self, only: list[Watch] | None = None) -> None:
         """After (re)connecting: deliver what a waiting cell missed while no socket was open."""
         with self._lock:
-            followed = [(i, w) for i, w in self._watches.items() if only is None or w in only]
-        for task_id, watch in followed:
+            watched = [(i, w) for i, w in self._watches.items() if only is None or w in only]
+        for task_id, watch in watched:
             try:
                 offset = watch.offset(task_id)
                 status, _, data = self.request("GET", f"tasks/{task_id}/logs?offset={offset}")
@@ -197,13 +188,13 @@ class RemoteClient:
         tasks = [Task.from_json({"code": spec.code, **t}) for t in found]
         if reply["cached"]:
             return tasks, True, None
-        return tasks, False, self._follow([t.id for t in tasks if not t.state.final], generation)
+        return tasks, False, self._watch([t.id for t in tasks if not t.state.final], generation)
 
     def watch(self, task_ids: list[str]) -> Watch:
-        """Follow tasks already submitted (after a re-run)."""
-        return self._follow(task_ids, -1)
+        """Watch tasks already submitted (after a re-run)."""
+        return self._watch(task_ids, -1)
 
-    def _follow(self, task_ids: list[str], generation: int) -> Watch:
+    def _watch(self, task_ids: list[str], generation: int) -> Watch:
         watch = Watch(task_ids)
         with self._lock:
             early = []
@@ -223,7 +214,7 @@ class RemoteClient:
             status, _, data = self.request("GET", f"tasks/{task.id}/result")
             if status != 200:
                 raise StoreError(f"no result for task {task.name!r}: {data.decode(errors='replace')}")
-        if hashlib.sha256(data).hexdigest() != task.result_hash:
+        if sha256(data) != task.result_hash:
             raise StoreError(
                 f"the result of task {task.name!r} does not match its recorded hash; refusing to unpickle it"
             )
@@ -233,7 +224,7 @@ class RemoteClient:
         """Every element's result of a foreach in one request, each checked against its recorded hash."""
         status, _, data = self.request("GET", f"tasks/{urllib.parse.quote(ref)}/results")
         if status != 200:
-            raise SpecError(json.loads(data or b"{}").get("message", "no results"))
+            raise _error(status, data)
         head, _, body = data.partition(b"\n")
         found, offset = [], 0
         for entry in json.loads(head):
@@ -241,7 +232,7 @@ class RemoteClient:
             task = Task.from_json({"code": "", **entry})
             blob = body[offset : offset + size] if size else None
             offset += size
-            if blob is not None and hashlib.sha256(blob).hexdigest() != task.result_hash:
+            if blob is not None and sha256(blob) != task.result_hash:
                 raise StoreError(
                     f"the result of {task.label} does not match its recorded hash; refusing to unpickle it"
                 )
@@ -270,7 +261,7 @@ class RemoteClient:
     def logs(self, ref: str) -> str:
         status, _, data = self.request("GET", f"tasks/{urllib.parse.quote(ref)}/logs")
         if status != 200:
-            raise SpecError(json.loads(data or b"{}").get("message", "no logs"))
+            raise _error(status, data)
         return data.decode("utf-8", errors="replace")
 
     def executors(self) -> dict[str, dict[str, Any]]:
@@ -283,3 +274,13 @@ class RemoteClient:
     def close(self) -> None:
         self._closed = True
         self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def _error(status: int, data: bytes) -> Exception:
+    """A failed request's answer as the error the engine raised (handlers.py maps each to its status)."""
+    message = json.loads(data or b"{}").get("message", data.decode(errors="replace"))
+    if status == 404:
+        return NotFound(message)
+    if status == 400:
+        return SpecError(message)
+    return EngineUnreachable(f"the hetflow engine answered {status}: {message}")
