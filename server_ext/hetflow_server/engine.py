@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import time
 import uuid
@@ -12,11 +11,12 @@ from typing import Any
 from .credentials import Credentials
 from .events import Events, Listener
 from .executors import Executor, executor_class
-from .models import SpecError, State, Task, TaskSpec, read_executor_options, ref_ids
+from .models import State, Task, TaskSpec, read_executor_options, ref_ids
 from .prompts import Prompts
+from .protocol import NotFound, SpecError, sha256
 from .scheduler import Scheduler
 from .settings import Hetflow
-from .store import Store, sha256
+from .store import Store
 
 UNFINISHED = [State.PENDING, State.QUEUED, State.RUNNING]
 
@@ -110,6 +110,7 @@ class Engine:
         Returns the tasks and whether all of them came from the cache."""
         executor, options = self._executor_for(spec)
         upstream = self._upstream(spec)
+        blobs: dict[str, bytes] = {}  # the elements of a foreach, by hash
         if spec.foreach is None:
             if elements:
                 raise SpecError("elements were sent for a cell without foreach=")
@@ -119,7 +120,7 @@ class Engine:
                 self.store.add_event(cached, "served from the cache")
                 return [cached], True
             payload_hash = sha256(payload)  # stored with the task, in its transaction
-            tasks, blobs = [self._new_task(spec, executor, options, key, payload_hash, upstream)], {}
+            tasks = [self._new_task(spec, executor, options, key, payload_hash, upstream)]
         else:
             payload_hash = sha256(payload)
             tasks, blobs = self._elements(spec, executor, options, payload_hash, elements or [], upstream)
@@ -218,7 +219,7 @@ class Engine:
             named = self.store.find_tasks(name=ref, limit=1)
             task = named[0] if named else None
         if task is None:
-            raise SpecError(f"no task has the id or name {ref!r}; %remote status lists them")
+            raise NotFound(f"no task has the id or name {ref!r}; %remote status lists them")
         return task
 
     def tasks(
@@ -264,13 +265,13 @@ class Engine:
         task = self.find(ref)
         if task.state is not State.COMPLETED or not task.result_hash:
             raise SpecError(f"task {task.label!r} is {task.state.value}; it has no result")
-        return task, await self.scheduler.fetch(task)
+        return task, await self.scheduler.results.fetch(task)
 
     async def group_results(self, ref: str) -> list[tuple[Task, bytes | None]]:
         """Each element of the task's foreach (or the task alone) with its result, fetched where kept."""
         tasks = self._targets(self.find(ref))
         done = [t for t in tasks if t.state is State.COMPLETED and t.result_hash]
-        results = dict(zip([t.id for t in done], await self.scheduler.fetch_many(done), strict=True))
+        results = dict(zip([t.id for t in done], await self.scheduler.results.fetch_many(done), strict=True))
         return [(task, results.get(task.id)) for task in tasks]
 
     def logs(self, ref: str, offset: int = 0, limit: int | None = None) -> bytes:
@@ -316,4 +317,4 @@ def cache_key(
         }
         data_deps = {t for source, _ in spec.refs.values() for t in ref_ids(source)}
         material["after"] = sorted(str(u.cache_key) for t, u in upstream.items() if t not in data_deps)
-    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+    return sha256(json.dumps(material, sort_keys=True, default=str).encode())
