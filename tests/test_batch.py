@@ -28,8 +28,8 @@ import engines
 from aws import ACCOUNT, REGION, Moto
 from engines import outputs, payload, run, settle
 from hetflow_server.engine import Engine
-from hetflow_server.models import SpecError, State, Task, TaskSpec
-from hetflow_server.store import sha256
+from hetflow_server.models import State, Task, TaskSpec
+from hetflow_server.protocol import SpecError, sha256
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -56,9 +56,11 @@ def moto(moto_url: str) -> Moto:
 
 
 @contextlib.asynccontextmanager
-async def running(tmp_path: Path, moto: Moto, **extra: Any) -> AsyncIterator[tuple[Engine, Stubber]]:
+async def running(
+    tmp_path: Path, moto: Moto, kind: str = "braket", **extra: Any
+) -> AsyncIterator[tuple[Engine, Stubber]]:
     settings = {
-        "kind": "braket",
+        "kind": kind,
         "device": DEVICE,
         "shots": 100,
         "credential": "aws-test",
@@ -152,11 +154,14 @@ def play(moto: Moto, handle: dict[str, Any], tmp_path: Path) -> subprocess.Compl
     )
 
 
+@pytest.mark.parametrize("kind", ["braket", "hybrid"])
 def test_a_device_arn_runs_the_cell_as_a_hybrid_job_and_its_counts_and_log_come_back(
-    tmp_path: Path, moto: Moto
+    tmp_path: Path, moto: Moto, kind: str
 ) -> None:
+    """The braket kind routes a device ARN to the hybrid kind's Hybrid Jobs; the hybrid kind runs every task so."""
+
     async def scenario() -> None:
-        async with running(tmp_path, moto) as (engine, stubber):
+        async with running(tmp_path, moto, kind) as (engine, stubber):
             expect_create(stubber)
             [task] = await submit(engine, BELL, ["counts"], "bell", options={"shots": "64"})
             handle = await submitted(engine, stubber, task)

@@ -7,7 +7,8 @@ import sqlite3
 import pytest
 
 from hetflow_server.models import State, Task
-from hetflow_server.store import SMALL_BLOB, Store, StoreError, StoreLocked
+from hetflow_server.protocol import StoreError
+from hetflow_server.store import SMALL_BLOB, Store, StoreLocked
 
 
 def test_a_blob_that_no_longer_matches_its_hash_is_refused(tmp_path) -> None:
@@ -23,16 +24,12 @@ def test_a_blob_that_no_longer_matches_its_hash_is_refused(tmp_path) -> None:
             store.get_blob(digest)
 
 
-def test_a_small_result_file_is_taken_in_as_a_row_and_a_large_one_moved(tmp_path) -> None:
+def test_a_small_blob_is_a_row_and_a_large_one_a_file(tmp_path) -> None:
     store = Store(tmp_path / "store")
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    for name, data in (("small", b"s" * 10), ("large", b"l" * (SMALL_BLOB + 1))):
-        source = spool / name
-        source.write_bytes(data)
-        digest, read = store.adopt_blob(source)
-        assert read == data and store.get_blob(digest) == data and store.has_blob(digest)
-        assert not source.exists()
+    for data in (b"s" * 10, b"l" * (SMALL_BLOB + 1)):
+        digest = store.put_blob(data)
+        assert store.get_blob(digest) == data and store.has_blob(digest)
+        assert (store.blob_file(digest) is None) == (len(data) <= SMALL_BLOB)
     assert not store.has_blob("0" * 64)
 
 

@@ -37,7 +37,7 @@ try:
 except ImportError:  # pragma: no cover - reported to the engine as the task's error
     cloudpickle = None
 
-_HEADER = struct.Struct(">Q")
+HEADER = struct.Struct(">Q")  # the length of the pickle that follows, on a pipe
 FLUSH_INTERVAL = 0.05
 
 
@@ -121,10 +121,11 @@ def _resolve_inputs(job: dict[str, Any], namespace: dict[str, Any], results: dic
 def _upstream_value(name: str, ref: dict[str, Any], results: dict[str, Any]) -> Any:
     digest = ref["hash"]
     if digest not in results:
-        source = ref["source"]
-        if isinstance(source, str):
-            with open(source, "rb") as fh:
+        if "path" in ref:
+            with open(ref["path"], "rb") as fh:
                 source = fh.read()
+        else:
+            source = ref["data"]
         if hashlib.sha256(source).hexdigest() != digest:
             raise TaskFailure("IntegrityError", f"the upstream result for {name!r} does not match its hash")
         results[digest] = source  # checked bytes, read once per pack; unpickled per job (no shared objects)
@@ -200,13 +201,13 @@ def execute(
 
 def write_frame(fd: int, message: Any) -> None:
     data = pickle.dumps(message, protocol=5)
-    view = memoryview(_HEADER.pack(len(data)) + data)
+    view = memoryview(HEADER.pack(len(data)) + data)
     while view:
         view = view[os.write(fd, view) :]
 
 
 def read_frame(fd: int) -> Any:
-    size = _HEADER.unpack(_read_exactly(fd, _HEADER.size))[0]
+    size = HEADER.unpack(_read_exactly(fd, HEADER.size))[0]
     return pickle.loads(_read_exactly(fd, size))
 
 
@@ -313,6 +314,12 @@ def run_teed(
         pump.finish()
 
 
+def done_record(result: bytes | None, error: dict | None) -> bytes:
+    """The done file's JSON: the error, or the hash the result must have (the engine checks it)."""
+    digest = hashlib.sha256(result).hexdigest() if result is not None else None
+    return json.dumps({"error": error, "sha256": digest}).encode()
+
+
 def run_to_files(
     job: dict[str, Any],
     base: str,
@@ -320,13 +327,13 @@ def run_to_files(
     results: dict[str, Any] | None = None,
     provide: Provide | None = None,
 ) -> dict | None:
-    """Run one task; leave the outcome as `BASE.result` (the result pickle) and `BASE.done` (JSON {"error": ...}:
-    the engine never unpickles what a remote side says), written atomically, the done file last."""
+    """Run one task; leave the outcome as `BASE.result` (the result pickle) and `BASE.done` (JSON {"error": ...,
+    "sha256": ...}: the engine never unpickles what a remote side says), written atomically, the done file last."""
     result, error = run_teed(job, emit, results, provide)
     if result is not None:  # complete once the done file exists
         with open(base + ".result", "wb") as fh:
             fh.write(result)
-    _write_atomically(base + ".done", json.dumps({"error": error}).encode())
+    _write_atomically(base + ".done", done_record(result, error))
     return error
 
 
@@ -441,8 +448,7 @@ def run_s3(manifest_uri: str, provide: Provide | None = None) -> int:
         error = failure.info
     if result is not None:
         s3.put_object(Bucket=bucket, Key=entry["result"], Body=result, **sse)
-    done = {"error": error, "sha256": hashlib.sha256(result).hexdigest() if result is not None else None}
-    s3.put_object(Bucket=bucket, Key=entry["done"], Body=json.dumps(done).encode(), **sse)
+    s3.put_object(Bucket=bucket, Key=entry["done"], Body=done_record(result, error), **sse)
     return 0 if error is None else 1
 
 
@@ -462,9 +468,9 @@ def run_pack(jobs: list[dict[str, Any]], upstream: list[list[dict[str, Any]]], t
     outcomes = []
     for n, job in enumerate(jobs):
         for ref in (each for refs in job["refs"].values() for each in refs.get("each", [refs])):
-            if ref["source"] is None:
+            if "pack" in ref:
                 kept = next(o for o in upstream[ref["pack"]] if o["task"] == ref["task"])
-                ref["source"] = kept["result"]
+                ref["data"] = kept["result"]
         task = job["task"]
         where = {"worker": worker.address, "pack": f"{n + 1} of {len(jobs)}"}
         worker.log_event(topic, {"op": "started", "task": task, "key": key, **where})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from ..models import SpecError
-from .base import Executor, Job, RemoteResult, Reporter, Upstream
+from .base import Executor, Job, KeptResult, Reporter, Upstream
 
 KINDS = {
     "local": "hetflow_server.executors.local:LocalExecutor",
@@ -14,6 +14,7 @@ KINDS = {
     "dask": "hetflow_server.executors.dask:DaskExecutor",
     "batch": "hetflow_server.executors.batch:BatchExecutor",
     "braket": "hetflow_server.executors.braket:BraketExecutor",
+    "hybrid": "hetflow_server.executors.hybrid:HybridExecutor",
 }
 
 
@@ -25,4 +26,4 @@ def executor_class(kind: str) -> type[Executor]:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["KINDS", "Executor", "Job", "RemoteResult", "Reporter", "Upstream", "executor_class"]
+__all__ = ["KINDS", "Executor", "Job", "KeptResult", "Reporter", "Upstream", "executor_class"]

@@ -12,22 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import hashlib
 import json
-import logging
 import re
 import threading
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from traitlets import Float, Unicode
 
-from ..models import SpecError
-from ..transport import AccessError
-from .base import Executor, Job
-from .remote import RUNNER_NAME, RUNNER_SOURCE, shipped
-
-log = logging.getLogger(__name__)
+from ..protocol import AccessError, SpecError, sha256
+from ..shipping import RUNNER_NAME, RUNNER_SOURCE, JobPaths, Outcome, envelope, inlined, pickled, read_outcome
+from .base import Job
+from .polled import Followed, PolledExecutor
 
 _S3_URI = re.compile(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/.*)?")
 SSE_KINDS = ("AES256", "aws:kms")
@@ -35,7 +31,22 @@ SSE_KINDS = ("AES256", "aws:kms")
 MACHINE_CREDENTIALS = ("env", "iam-role", "container-role")
 
 
-class AWSExecutor(Executor):
+@dataclass
+class CloudJob(Followed):
+    """A job whose files are objects under the prefix: FOLDER/TASK.job, .result, .done."""
+
+    folder: str = ""
+    log_token: str | None = None  # where its CloudWatch log was read up to
+
+    @property
+    def paths(self) -> JobPaths:
+        return JobPaths(f"{self.folder}/{self.task_id}")
+
+
+J = TypeVar("J", bound=CloudJob)
+
+
+class AWSExecutor(PolledExecutor[J], Generic[J]):
     profile = Unicode("", help="A named AWS profile (~/.aws/config) to authenticate with.")
     credential = Unicode("", help="Name of an `aws` credential in the engine's store (used when no profile is set).")
     region = Unicode("", help="AWS region (default: the credential's or the profile's region).")
@@ -43,7 +54,7 @@ class AWSExecutor(Executor):
     sse = Unicode("AES256", help="Server-side encryption of every object written: AES256 or aws:kms.")
     kms_key_id = Unicode("", help="KMS key for sse=aws:kms (default: the account's aws/s3 key).")
     endpoint_url = Unicode("", help="An S3/Batch/Logs-compatible endpoint (tests use moto); empty: AWS itself.")
-    poll_interval = Float(5.0, help="Seconds between two polls of all running jobs.")
+    poll_interval = Float(5.0, help="Seconds between two polls of all running jobs.")  # AWS throttles
 
     def __init__(self, name: str, reporter: Any, spool: Any, **settings: Any):
         super().__init__(name, reporter, spool, **settings)
@@ -55,8 +66,6 @@ class AWSExecutor(Executor):
         self._clients: dict[str, Any] = {}
         self._built_from: Any = None  # the credential's `updated` stamp the session was built from
         self._lock = threading.Lock()  # sessions are not thread-safe; clients are
-        self._poller: asyncio.Task[None] | None = None
-        self.last_error = ""  # the last failed poll, shown by describe() until one succeeds
 
     # --------------------------------------------------------------------------- session and calls
 
@@ -186,7 +195,7 @@ class AWSExecutor(Executor):
             try:
                 answer = self._client("s3").get_object(Bucket=self.bucket, Key=self.s3_key(key))
             except ClientError as err:
-                if _code(err) in ("NoSuchKey", "404", "NotFound"):
+                if error_code(err) in ("NoSuchKey", "404", "NotFound"):
                     return None
                 raise
             return answer["Body"].read()
@@ -215,7 +224,7 @@ class AWSExecutor(Executor):
         try:
             await self.call("s3", "head_object", Bucket=self.bucket, Key=self.s3_key(key))
         except ClientError as err:
-            if _code(err) not in ("NoSuchKey", "404", "NotFound"):
+            if error_code(err) not in ("NoSuchKey", "404", "NotFound"):
                 raise
             await self.s3_put(key, data)
 
@@ -233,20 +242,21 @@ class AWSExecutor(Executor):
         digests: dict[int, str] = {}  # the tasks of a foreach share one payload object: hashed once
         for job in jobs:
             if id(job.payload) not in digests:
-                digests[id(job.payload)] = hashlib.sha256(job.payload).hexdigest()
+                digests[id(job.payload)] = sha256(job.payload)
         payloads = {digests[id(job.payload)]: job.payload for job in jobs}
-        envelopes = [shipped(dataclasses.replace(job, payload=b"")) for job in jobs]  # the runner puts it back
+        # the runner puts the payload back from its own object
+        envelopes = [pickled(envelope(job, inlined(job), payload=False)) for job in jobs]
         each = []
         for job, data in zip(jobs, envelopes, strict=True):
-            digest = digests[id(job.payload)]
+            digest, paths = digests[id(job.payload)], JobPaths(f"{folder}/{job.task_id}")
             each.append(
                 {
-                    "job": self.s3_key(f"{folder}/{job.task_id}.job"),
-                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "job": self.s3_key(paths.job),
+                    "sha256": sha256(data),
                     "payload": self.s3_key(f"{folder}/payload-{digest[:16]}"),
                     "payload_sha256": digest,
-                    "result": self.s3_key(f"{folder}/{job.task_id}.result"),
-                    "done": self.s3_key(f"{folder}/{job.task_id}.done"),
+                    "result": self.s3_key(paths.result),
+                    "done": self.s3_key(paths.done),
                 }
             )
         uploads = [(f"{folder}/payload-{digest[:16]}", data) for digest, data in payloads.items()]
@@ -256,32 +266,9 @@ class AWSExecutor(Executor):
         await self.s3_put(f"{folder}/manifest.json", json.dumps(manifest).encode())
         return self.s3_uri(f"{folder}/manifest.json")
 
-    async def outcome(self, folder: str, task_id: str) -> tuple[bytes | None, dict[str, str] | None]:
-        """The task's outcome from its done object: (result, None), (None, error), or (None, None) when there is
-        no done object yet. Only the done JSON is parsed; the result is checked against the hash it names."""
-        done = await self.s3_get(f"{folder}/{task_id}.done")
-        if done is None:
-            return None, None
-        try:
-            said = json.loads(done)
-            error = said["error"] and {str(key): str(value) for key, value in said["error"].items()}
-        except (ValueError, TypeError, KeyError, AttributeError):
-            where = self.s3_uri(f"{folder}/{task_id}.done")
-            return None, {"type": "IntegrityError", "message": f"{where} is not what a task writes"}
-        if error:
-            return None, error
-        result = await self.s3_get(f"{folder}/{task_id}.result")
-        where = self.s3_uri(f"{folder}/{task_id}.result")
-        if result is None:
-            return None, {"type": "ResultMissing", "message": f"{where} is missing"}
-        if hashlib.sha256(result).hexdigest() != said.get("sha256"):
-            return None, {"type": "IntegrityError", "message": f"{where} does not match the hash its task wrote"}
-        return result, None
-
-    async def forget_task(self, folder: str, task_id: str) -> None:
-        """Delete a task's objects (best effort: a lifecycle rule on the prefix catches what is left)."""
-        with contextlib.suppress(Exception):
-            await self.s3_delete([f"{folder}/{task_id}.{name}" for name in ("job", "result", "done")])
+    async def read_outcome(self, job: J) -> Outcome | None:
+        """The task's outcome from its done object; the result is checked against the hash it names."""
+        return await read_outcome(self.s3_get, job.paths, self.s3_uri(""))
 
     # --------------------------------------------------------------------------- logs
 
@@ -297,7 +284,7 @@ class AWSExecutor(Executor):
                 try:
                     answer = logs.get_log_events(**args, **({"nextToken": at} if at else {}))
                 except ClientError as err:
-                    if _code(err) == "ResourceNotFoundException":
+                    if error_code(err) == "ResourceNotFoundException":
                         return "", token
                     raise
                 lines += [event["message"] + "\n" for event in answer.get("events", [])]
@@ -307,46 +294,17 @@ class AWSExecutor(Executor):
 
         return await asyncio.to_thread(blocking)
 
-    # --------------------------------------------------------------------------- following jobs
-
-    def following(self) -> list[str]:
-        """The tasks whose jobs the poll loop follows; it runs while there are any."""
-        return []
-
-    async def poll_once(self) -> None:
-        """One cycle over every followed job (as few calls as the service allows), reporting what changed."""
-
-    def end(self, task_id: str, result: bytes | None, error: dict[str, str] | None) -> None:
-        """Stop following the task, and report its outcome."""
-
-    def follow(self) -> None:
-        if self.following() and (self._poller is None or self._poller.done()):
-            self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
-
-    async def _poll_loop(self) -> None:
-        while self.following():
-            try:
-                await self.poll_once()
-                self.last_error = ""
-            except AccessError as err:  # not configured (any more): nothing can be followed
-                for task_id in self.following():
-                    self.end(task_id, None, {"type": "AccessError", "message": str(err)})
-            except Exception as err:  # throttled, the network, expired keys: build the session again and retry
-                self.last_error = f"following the jobs failed: {type(err).__name__}: {err}"
-                log.warning("hetflow %s: %s (will retry)", self.name, self.last_error)
-                self.forget_session()
-            await asyncio.sleep(self.poll_interval)
-
-    async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
+    def poll_failed(self, err: Exception) -> float:
+        """Throttled, the network, expired keys: build the session again before the next poll."""
+        self.forget_session()
+        return super().poll_failed(err)
 
     # --------------------------------------------------------------------------- health
 
     def describe(self) -> dict[str, Any]:
         problem = self.problem() or self.last_error
         shown = {
-            "kind": self.kind,
+            **super().describe(),
             "auth": f"profile {self.profile}" if self.profile else f"credential {self.credential or '(none)'}",
             "region": self.region_name or "(from the credential or profile)",
             "s3_prefix": self.s3_prefix,
@@ -357,14 +315,12 @@ class AWSExecutor(Executor):
             shown["endpoint_url"] = self.endpoint_url
         return {**shown, "error": problem} if problem else shown
 
-    async def check(self) -> dict[str, Any]:
-        """A round trip: list the prefix (the engine needs s3:ListBucket on it to clean up)."""
-        try:
-            await self.call("s3", "list_objects_v2", Bucket=self.bucket, Prefix=self.s3_key(""), MaxKeys=1)
-        except Exception as err:
-            return {**self.describe(), "healthy": False, "error": f"{type(err).__name__}: {err}"}
-        return self.describe()
+    async def reach(self) -> str | None:
+        """List the prefix (the engine needs s3:ListBucket on it to clean up)."""
+        await self.call("s3", "list_objects_v2", Bucket=self.bucket, Prefix=self.s3_key(""), MaxKeys=1)
+        return None
 
 
-def _code(err: Any) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
+def error_code(err: BaseException) -> str:
+    """The AWS error code of a botocore ClientError ("" for any other exception)."""
+    return str(getattr(err, "response", {}).get("Error", {}).get("Code", ""))

@@ -10,7 +10,8 @@ from typing import Any, ClassVar, Protocol
 
 from traitlets import HasTraits, Unicode
 
-from ..models import Option, SpecError
+from ..models import Option
+from ..protocol import AccessError, SpecError, TransportError
 from ..transport import Asker
 
 
@@ -25,13 +26,17 @@ class Upstream:
     path: Path | None  # the result's file in the engine's store (a large one)
     data: bytes | None = None  # or its bytes (a small one); neither while it is kept where it was computed
 
-    @property
-    def held_here(self) -> bool:
-        return self.path is not None or self.data is not None
+    def held(self) -> bytes | None:
+        """Its bytes, when the engine's store holds it; None while it is kept where it was computed."""
+        return self.data if self.path is None else self.path.read_bytes()
+
+    def source(self) -> dict[str, Any]:
+        """Where the runner reads it from the engine's store (see shipping.Source)."""
+        return {"data": self.data} if self.data is not None else {"path": str(self.path)}
 
 
 @dataclass(frozen=True)
-class RemoteResult:
+class KeptResult:
     """A result left where it was computed (on a Dask cluster): its hash and size now, its bytes on demand."""
 
     digest: str
@@ -55,24 +60,6 @@ class Job:
         """Every upstream result the job reads."""
         return [up for ref in self.refs.values() for up in (ref if isinstance(ref, list) else [ref])]
 
-    def envelope(self, sources: dict[str, Any] | None = None) -> dict[str, Any]:
-        """What the runner takes: the payload with the per-task inputs. An upstream result is read from its
-        entry in `sources` (by upstream task id: its bytes, a path where the runner runs, or a dict of fields for
-        the runner's ref), else from the engine's store."""
-        sources = sources or {}
-
-        def entry(up: Upstream) -> dict[str, Any]:
-            found = sources.get(up.task_id, up.data if up.data is not None else str(up.path))
-            ref = {"hash": up.result_hash, "output": up.output, "source": found}
-            return {**ref, **found} if isinstance(found, dict) else ref
-
-        refs = {
-            name: {"each": [entry(up) for up in ref]} if isinstance(ref, list) else entry(ref)
-            for name, ref in self.refs.items()
-        }
-        envelope = {"task": self.task_id, "payload": self.payload, "bound": self.bound, "refs": refs}
-        return {**envelope, "context": self.context} if self.context else envelope
-
 
 class Reporter(Protocol):
     """How an executor tells the scheduler what happened; called on the engine's event loop."""
@@ -84,9 +71,8 @@ class Reporter(Protocol):
 
     def log(self, task_id: str, stream: str, text: str) -> None: ...
 
-    def finished(self, task_id: str, result: bytes | Path | RemoteResult | None, error: dict[str, str] | None) -> None:
-        """The task ended: its result pickle (bytes, a file the store may move in, or a result the executor
-        keeps) or the error."""
+    def finished(self, task_id: str, result: bytes | KeptResult | None, error: dict[str, str] | None) -> None:
+        """The task ended: its result pickle (its bytes, or a result the executor keeps) or the error."""
 
     def lost(self, task_id: str, reason: str) -> None:
         """The task's process is gone without an outcome (it died with a previous engine)."""
@@ -164,7 +150,7 @@ class Executor(HasTraits):
         raise NotImplementedError
 
     async def fetch_results(self, task_ids: list[str]) -> list[bytes]:
-        """The bytes of results this executor kept (reported as RemoteResults), in one round trip."""
+        """The bytes of results this executor kept (reported as KeptResults), in one round trip."""
         raise LookupError(f"the {self.kind} executor keeps no results")
 
     def holds(self, task_id: str) -> bool:
@@ -176,8 +162,18 @@ class Executor(HasTraits):
         raise NotImplementedError
 
     async def check(self) -> dict[str, Any]:
-        """A health check on demand (kinds that reach remote systems try a round trip here)."""
-        return self.describe()
+        """A health check on demand: `describe`, after a round trip to what the executor reaches."""
+        try:
+            problem = await self.reach()
+        except (AccessError, TransportError, SpecError, ConnectionError) as err:  # they say what is wrong
+            problem = str(err)
+        except Exception as err:
+            problem = f"{type(err).__name__}: {err}"
+        return {**self.describe(), "healthy": False, "error": problem} if problem else self.describe()
+
+    async def reach(self) -> str | None:
+        """A round trip to the system the executor reaches (connect, list): what is wrong, or None."""
+        return None
 
     async def close(self) -> None:
         """Release workers and connections."""

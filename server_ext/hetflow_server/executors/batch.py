@@ -18,9 +18,7 @@ S3-compatible store may be slower to show what was written.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import hashlib
 import json
 import math
 import re
@@ -32,9 +30,11 @@ from typing import Any
 from traitlets import Float, Unicode
 
 from ..models import Option, option_table, parse_count
-from .aws import AWSExecutor
+from ..protocol import SpecError
+from ..shipping import RUNNER_SHA256
+from .aws import AWSExecutor, CloudJob
 from .base import Job
-from .remote import RUNNER_SOURCE
+from .polled import Life, Saw, ends_with
 
 MAX_DESCRIBE = 100  # ids per describe_jobs call
 UNSEEN_GRACE = 60.0  # seconds a job just submitted may be missing from describe_jobs (it is eventually consistent)
@@ -54,7 +54,6 @@ runner = {"__name__": "hetflow_runner"}
 exec(compile(source, key, "exec"), runner)
 sys.exit(runner["run_s3"](manifest))
 """
-RUNNER_SHA256 = hashlib.sha256(RUNNER_SOURCE).hexdigest()
 
 
 def _vcpus(text: str) -> str:
@@ -81,13 +80,9 @@ def _name_or_arn(text: str) -> str:
 
 
 @dataclass
-class BatchJob:
-    task_id: str
-    folder: str  # the submission's S3 folder, under the prefix
-    job_id: str = ""  # JOBID, or JOBID:INDEX for an array child
-    started: bool = False
-    token: str | None = None  # where its log was read up to
-    tail: str = ""  # the end of its log, quoted when it ends without an outcome
+class BatchJob(CloudJob):
+    """job_id is JOBID, or JOBID:INDEX for an array child; folder the submission's S3 folder, under the prefix."""
+
     succeeded_at: float | None = None  # when it was first seen SUCCEEDED without a done object
     followed_at: float = field(default_factory=time.monotonic)
     seen: bool = False  # describe_jobs has answered for it (right after submit_job it may not yet)
@@ -97,7 +92,7 @@ class BatchJob:
         return {"job_id": self.job_id, "s3": self.folder}
 
 
-class BatchExecutor(AWSExecutor):
+class BatchExecutor(AWSExecutor[BatchJob]):
     kind = "batch"
     options = option_table(
         Option("vcpus", _vcpus, "vCPUs for the container", "2"),
@@ -114,26 +109,21 @@ class BatchExecutor(AWSExecutor):
 
     def __init__(self, name: str, reporter: Any, spool: Any, **settings: Any):
         super().__init__(name, reporter, spool, **settings)
-        self.jobs: dict[str, BatchJob] = {}
         self._folders: dict[str, set[str]] = {}  # folder -> tasks still followed (the folder goes with the last)
-        self._launching: set[str] = set()
-        self._cancelled: set[str] = set()
-        self._cleaning: set[asyncio.Task[None]] = set()  # deletions after an outcome; close() lets them end
 
-    # --------------------------------------------------------------------------- submit
+    # --------------------------------------------------------------------------- launch
 
-    async def submit(self, jobs: list[Job]) -> None:
-        groups: dict[str, list[Job]] = {}
+    def groups(self, jobs: list[Job]) -> list[list[Job]]:
+        """One array job per request (queue, definition, resources), at most MAX_ARRAY children each; a job whose
+        request is incomplete is a group of its own (its launch says what is missing)."""
+        by_request: dict[str, list[Job]] = {}
         for job in jobs:
             request = self._request(job.options)
-            if isinstance(request, str):
-                self.reporter.finished(job.task_id, None, {"type": "SpecError", "message": request})
-                continue
-            groups.setdefault(json.dumps(request, sort_keys=True), []).append(job)
-        for request, members in groups.items():
-            for start in range(0, len(members), MAX_ARRAY):
-                await self._launch(json.loads(request), members[start : start + MAX_ARRAY])
-        self.follow()
+            key = json.dumps(request, sort_keys=True) if isinstance(request, dict) else job.task_id
+            by_request.setdefault(key, []).append(job)
+        return [
+            members[at : at + MAX_ARRAY] for members in by_request.values() for at in range(0, len(members), MAX_ARRAY)
+        ]
 
     def _request(self, options: dict[str, Any]) -> dict[str, Any] | str:
         """submit_job's queue, definition and resources for these options, or what is missing."""
@@ -145,11 +135,12 @@ class BatchExecutor(AWSExecutor):
         needs = [{"type": kind, "value": str(options[name])} for name, kind in RESOURCES.items() if options.get(name)]
         return {"jobQueue": queue, "jobDefinition": definition, "resourceRequirements": needs}
 
-    async def _launch(self, request: dict[str, Any], jobs: list[Job]) -> None:
+    async def launch(self, jobs: list[Job]) -> list[BatchJob | Exception]:
         """One submit_job for these jobs: a plain job for one, an array job for more."""
+        request = self._request(jobs[0].options)
+        if isinstance(request, str):
+            raise SpecError(request)
         folder = uuid.uuid4().hex[:12]  # a folder per attempt: a retry must not find the last attempt's outcome
-        ids = {job.task_id for job in jobs}
-        self._launching |= ids
         try:
             runner_key = await self.upload_runner()
             manifest = await self.ship(folder, jobs)
@@ -162,157 +153,97 @@ class BatchExecutor(AWSExecutor):
             answer = await self.call(
                 "batch", "submit_job", jobName=f"hetflow-{folder}", containerOverrides=overrides, **request, **size
             )
-        except Exception as err:  # no credentials, AWS refused, an upstream result is gone: each task says why
-            self._cancelled -= ids
-            error = {"type": type(err).__name__, "message": str(err)}
-            with self.reporter.batch():
-                for job in jobs:
-                    self.reporter.finished(job.task_id, None, error)
+        except Exception:  # no credentials, AWS refused, an upstream result is gone: nothing is left behind
             with contextlib.suppress(Exception):
                 await self.s3_delete_folder(folder)
-            return
-        finally:
-            self._launching -= ids
+            raise
         parent = answer["jobId"]
-        followed = [BatchJob(job.task_id, folder, f"{parent}:{n}" if size else parent) for n, job in enumerate(jobs)]
-        self._folders[folder] = set(ids)
-        for job in [job for job in followed if job.task_id in self._cancelled]:  # cancelled while being submitted
-            self._cancelled.discard(job.task_id)
-            followed.remove(job)
-            with contextlib.suppress(Exception):  # the task is cancelled for the scheduler all the same
-                await self._terminate(job)
-        with self.reporter.batch():
-            for job in followed:
-                self.jobs[job.task_id] = job
-                self.reporter.submitted(job.task_id, job.handle)
+        self._folders[folder] = {job.task_id for job in jobs}
+        return [BatchJob(job.task_id, f"{parent}:{n}" if size else parent, folder=folder) for n, job in enumerate(jobs)]
 
-    async def reattach(self, task_id: str, handle: dict[str, Any]) -> None:
-        # `started` is reported again once the job is seen running; a task already running ignores it
-        job = BatchJob(task_id, str(handle.get("s3", "")), str(handle.get("job_id", "")))
+    def restore(self, task_id: str, handle: dict[str, Any]) -> BatchJob | None:
+        job = BatchJob(task_id, str(handle.get("job_id", "")), folder=str(handle.get("s3", "")))
         if not job.job_id or not job.folder:
-            self.reporter.lost(task_id, f"its handle names no AWS Batch job: {handle}")
-            return
-        self.jobs[task_id] = job
+            return None
         self._folders.setdefault(job.folder, set()).add(task_id)
-        self.follow()
+        return job
 
     # --------------------------------------------------------------------------- follow
 
-    def following(self) -> list[str]:
-        return list(self.jobs)
-
-    async def poll_once(self) -> None:
-        followed = list(self.jobs.values())
+    async def poll(self, followed: list[BatchJob]) -> dict[str, Saw]:
         ids = [job.job_id for job in followed]
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(ids), MAX_DESCRIBE):
             answer = await self.call("batch", "describe_jobs", jobs=ids[start : start + MAX_DESCRIBE])
             found.update((described["jobId"], described) for described in answer.get("jobs", []))
-        await asyncio.gather(*(self._check(job, found.get(job.job_id)) for job in followed))
+        return {job.task_id: self._saw(job, found.get(job.job_id)) for job in followed}
 
-    async def _check(self, job: BatchJob, described: dict[str, Any] | None) -> None:
-        """One job after describe_jobs said `described` (None: Batch does not know it)."""
+    def _saw(self, job: BatchJob, described: dict[str, Any] | None) -> Saw:
+        """What describe_jobs said of one job (None: Batch does not know it)."""
         job.seen = job.seen or described is not None
-        if described is None and not job.seen and time.monotonic() - job.followed_at < UNSEEN_GRACE:
-            return  # just submitted: describe_jobs does not know it yet
-        status = described["status"] if described else None
-        if not job.started and described and (status == "RUNNING" or (status in ENDED and "startedAt" in described)):
-            job.started = True
-            self.reporter.started(job.task_id, job.handle)
-        container = (described or {}).get("container", {})
-        if container.get("logStreamName"):
-            await self._read_log(job, container)
-        if described is not None and status not in ENDED:
-            return
-        result, error = await self.outcome(job.folder, job.task_id)
-        if result is None and error is None:
-            if status == "SUCCEEDED":
-                job.succeeded_at = job.succeeded_at or time.monotonic()
-                if time.monotonic() - job.succeeded_at < self.outcome_grace:
-                    return
-            error = {"type": "JobEnded", "message": self._ended_without_outcome(job, described)}
-        if self.jobs.get(job.task_id) is job:  # not cancelled, nor run again, meanwhile
-            self.end(job.task_id, result, error)
+        if described is None:
+            if not job.seen and time.monotonic() - job.followed_at < UNSEEN_GRACE:
+                return Saw(Life.WAITING, log=False)  # just submitted: describe_jobs does not know it yet
+            return Saw(Life.ENDED, log=False)
+        status = described["status"]
+        life = Life.ENDED if status in ENDED else Life.RUNNING if status == "RUNNING" else Life.WAITING
+        started = status == "RUNNING" or (life is Life.ENDED and "startedAt" in described)
+        return Saw(life, started, bool(described.get("container", {}).get("logStreamName")), None, described)
 
-    async def _read_log(self, job: BatchJob, container: dict[str, Any]) -> None:
+    async def read_log(self, job: BatchJob, saw: Saw) -> str:
         """New log lines; a log that cannot be read (permissions, throttling) does not keep the outcome from being
         collected: the trouble shows in the executor's health."""
+        container = saw.detail.get("container", {})
         group = container.get("logConfiguration", {}).get("options", {}).get("awslogs-group", self.log_group)
         try:
-            text, job.token = await self.tail_log(group, container["logStreamName"], job.token)
+            text, job.log_token = await self.tail_log(group, container["logStreamName"], job.log_token)
         except Exception as err:
             self.last_error = f"reading the log of job {job.job_id} in {group}: {type(err).__name__}: {err}"
-            return
-        if text and self.jobs.get(job.task_id) is job:
-            job.tail = (job.tail + text)[-1500:]
-            self.reporter.log(job.task_id, "stdout", text)
+            return ""
+        return text
 
-    def _ended_without_outcome(self, job: BatchJob, described: dict[str, Any] | None) -> str:
+    async def why_ended(self, job: BatchJob, saw: Saw) -> str | None:
+        described = saw.detail
         if described is None:
-            said = f"AWS Batch no longer knows job {job.job_id}, and the task left no outcome"
-        else:
-            container = described.get("container", {})
-            reasons = [described.get("statusReason"), container.get("reason")]
-            if container.get("exitCode") is not None:
-                reasons.append(f"exit code {container['exitCode']}")
-            why = "; ".join(str(r) for r in reasons if r) or "no reason given"
-            said = f"AWS Batch job {job.job_id} ended {described['status']} ({why}) before the task wrote its outcome"
-            if described["status"] == "SUCCEEDED":
-                said += f" (none within outcome_grace={self.outcome_grace:g} s)"
-        return said + (f"; its log ends with: {job.tail.strip()}" if job.tail.strip() else "")
+            return f"AWS Batch no longer knows job {job.job_id}, and the task left no outcome" + ends_with(job.tail)
+        if described["status"] == "SUCCEEDED":  # see the module's docstring: give the done object a grace
+            job.succeeded_at = job.succeeded_at or time.monotonic()
+            if time.monotonic() - job.succeeded_at < self.outcome_grace:
+                return None
+        container = described.get("container", {})
+        reasons = [described.get("statusReason"), container.get("reason")]
+        if container.get("exitCode") is not None:
+            reasons.append(f"exit code {container['exitCode']}")
+        why = "; ".join(str(r) for r in reasons if r) or "no reason given"
+        said = f"AWS Batch job {job.job_id} ended {described['status']} ({why}) before the task wrote its outcome"
+        if described["status"] == "SUCCEEDED":
+            said += f" (none within outcome_grace={self.outcome_grace:g} s)"
+        return said + ends_with(job.tail)
 
-    def end(self, task_id: str, result: bytes | None, error: dict[str, str] | None) -> None:
-        job = self.jobs.pop(task_id, None)
-        if job is not None:
-            self.reporter.finished(task_id, result, error)  # first: the objects are the outcome until it is stored
-            cleaning = asyncio.get_running_loop().create_task(self._forget(job))
-            self._cleaning.add(cleaning)
-            cleaning.add_done_callback(self._cleaning.discard)
-
-    async def _forget(self, job: BatchJob) -> None:
-        """Delete the task's objects, and its submission's folder with the last of its tasks."""
+    async def cleanup(self, job: BatchJob, ok: bool) -> None:
+        """Delete the task's objects, and its submission's folder with the last of its tasks (best effort: a
+        lifecycle rule on the prefix catches what is left)."""
         members = self._folders.get(job.folder, set())
         members.discard(job.task_id)
-        if members:
-            await self.forget_task(job.folder, job.task_id)
-            return
-        self._folders.pop(job.folder, None)
-        with contextlib.suppress(Exception):  # best effort: a lifecycle rule on the prefix catches what is left
+        with contextlib.suppress(Exception):
+            if members:
+                await self.s3_delete([f"{job.folder}/{job.task_id}.{name}" for name in ("job", "result", "done")])
+                return
+            self._folders.pop(job.folder, None)
             await self.s3_delete_folder(job.folder)
 
     # --------------------------------------------------------------------------- control
 
-    async def cancel(self, task_id: str) -> None:
-        if task_id in self._launching:
-            self._cancelled.add(task_id)
-        job = self.jobs.pop(task_id, None)
-        if job is not None:
-            await self._terminate(job)
-
-    async def _terminate(self, job: BatchJob) -> None:
-        try:
-            await self.call("batch", "terminate_job", jobId=job.job_id, reason=CANCEL_REASON)
-        finally:
-            await self._forget(job)
+    async def cancel_job(self, job: BatchJob) -> None:
+        await self.call("batch", "terminate_job", jobId=job.job_id, reason=CANCEL_REASON)
 
     def describe(self) -> dict[str, Any]:
-        shown = {"job_queue": self.job_queue, "job_definition": self.job_definition, "jobs": len(self.jobs)}
-        return {**super().describe(), **shown}
+        return {**super().describe(), "job_queue": self.job_queue, "job_definition": self.job_definition}
 
-    async def check(self) -> dict[str, Any]:
+    async def reach(self) -> str | None:
         """Also a round trip to Batch: the default job queue exists."""
-        shown = await super().check()
-        if not shown["healthy"] or not self.job_queue:
-            return shown
-        try:
-            queues = await self.call("batch", "describe_job_queues", jobQueues=[self.job_queue])
-        except Exception as err:
-            return {**shown, "healthy": False, "error": f"{type(err).__name__}: {err}"}
-        if not queues.get("jobQueues"):
-            return {**shown, "healthy": False, "error": f"no job queue {self.job_queue!r} in {self.region_name}"}
-        return shown
-
-    async def close(self) -> None:
-        await super().close()
-        if self._cleaning:
-            await asyncio.wait(self._cleaning, timeout=10)
+        problem = await super().reach()
+        if problem or not self.job_queue:
+            return problem
+        queues = await self.call("batch", "describe_job_queues", jobQueues=[self.job_queue])
+        return None if queues.get("jobQueues") else f"no job queue {self.job_queue!r} in {self.region_name}"

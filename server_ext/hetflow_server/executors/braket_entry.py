@@ -14,8 +14,8 @@ import sys
 
 
 def main() -> None:
-    import braket_device  # type: ignore[import-not-found]  # the bundle's copies, top-level in the job
-    import runner  # type: ignore[import-not-found]
+    import braket_device  # the bundle's copies, top-level in the job
+    import runner
 
     with open(os.environ["AMZN_BRAKET_HP_FILE"]) as fh:
         manifest = json.load(fh)["hetflow_manifest"]

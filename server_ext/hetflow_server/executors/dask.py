@@ -28,7 +28,8 @@ import cloudpickle
 from traitlets import Bool, Float, Int, Unicode
 
 from .. import runner
-from .base import Executor, Job, RemoteResult
+from ..shipping import Source, envelope
+from .base import Executor, Job, KeptResult
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,9 @@ def _by_value(function: Callable[..., Any]) -> bytes:
     return cloudpickle.dumps(function, protocol=5)
 
 
-RUN_PACK, WITHOUT_RESULTS, PICK_RESULTS = map(_ByValue, (runner.run_pack, runner.without_results, runner.pick_results))
+RUN_PACK, WITHOUT_RESULTS, PICK_RESULTS = (
+    _ByValue(f) for f in (runner.run_pack, runner.without_results, runner.pick_results)
+)
 
 
 class DaskUnreachable(ConnectionError):
@@ -211,19 +214,22 @@ class DaskExecutor(Executor):
         envelopes = []
         for job in jobs:
             self._forget_result(job.task_id)  # a new attempt: its last result is replaced
-            sources: dict[str, Any] = {}
+            sources: dict[str, Source] = {}
             for ref in job.upstreams():
                 held = self._pack_of.get(ref.task_id) if ref.executor == self.name else None
                 if held is not None and ref.task_id in self._packs[held].kept:
                     if held not in slots:
                         slots[held] = len(upstream)
                         upstream.append(self._packs[held].future)  # Dask moves it worker to worker
-                    sources[ref.task_id] = {"source": None, "pack": slots[held], "task": ref.task_id}
-                elif ref.held_here:
+                    sources[ref.task_id] = {"pack": slots[held], "task": ref.task_id}
+                else:
                     if ref.result_hash not in read:  # the worker cannot read the engine's disk
-                        read[ref.result_hash] = ref.data if ref.path is None else ref.path.read_bytes()
-                    sources[ref.task_id] = read[ref.result_hash]
-            envelopes.append(job.envelope(sources))
+                        data = ref.held()
+                        if data is None:
+                            continue  # not possible: the scheduler brings what this cluster lacks into the store
+                        read[ref.result_hash] = data
+                    sources[ref.task_id] = {"data": read[ref.result_hash]}
+            envelopes.append(envelope(job, sources))
         future = client.submit(RUN_PACK, envelopes, upstream, self._topic, key=key, pure=False)
         pack = _Pack(key, future, [j.task_id for j in jobs], open={j.task_id for j in jobs})
         self._packs[key] = pack
@@ -239,10 +245,10 @@ class DaskExecutor(Executor):
             pack.kept.discard(task)
             self._release_if_done(pack)
 
-    def _in_background(self, work: Any) -> None:
-        job = asyncio.get_running_loop().create_task(work)
-        self._background.add(job)
-        job.add_done_callback(self._background.discard)
+    def _in_background(self, coro: Any) -> None:
+        work = asyncio.get_running_loop().create_task(coro)
+        self._background.add(work)
+        work.add_done_callback(self._background.discard)
 
     async def _follow(self, pack: _Pack, summary: Any) -> None:
         """Wait for the pack's outcomes (hashes and errors, not the results) and report them together."""
@@ -263,7 +269,7 @@ class DaskExecutor(Executor):
                 pack.open.discard(task)
                 if outcome["error"] is None:
                     pack.kept.add(task)
-                    self.reporter.finished(task, RemoteResult(outcome["hash"], outcome["size"]), None)
+                    self.reporter.finished(task, KeptResult(outcome["hash"], outcome["size"]), None)
                 else:
                     self.reporter.finished(task, None, outcome["error"])
         self._release_if_done(pack)
@@ -288,7 +294,7 @@ class DaskExecutor(Executor):
 
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
         message = event[1]
-        task = message.get("task")
+        task = str(message.get("task"))
         pack = self._packs.get(self._pack_of.get(task, ""))
         if pack is None or task not in pack.open or message.get("key") != pack.key:
             return
@@ -368,12 +374,9 @@ class DaskExecutor(Executor):
         info["healthy"] = client is None or client.status == "running"
         return info
 
-    async def check(self) -> dict[str, Any]:
-        try:
-            await self.connected()
-        except DaskUnreachable as err:
-            return {**self.describe(), "healthy": False, "error": str(err)}
-        return self.describe()
+    async def reach(self) -> str | None:
+        await self.connected()
+        return None
 
     async def close(self) -> None:
         """Disconnect without reporting: tasks still running are the next engine's (they run again once)."""

@@ -1,4 +1,5 @@
-"""The braket executor's tasks on a device ARN: each an Amazon Braket Hybrid Job next to the device.
+"""`hybrid`: each task an Amazon Braket Hybrid Job next to its device (a device ARN); the braket kind routes its
+tasks on device ARNs here.
 
 Per task, under the executor's S3 prefix: the job (the runner's envelope, its context naming the device and the
 shots) and a manifest (runner.run_s3 reads it); once per engine, a source bundle of the runner, the device provider
@@ -12,24 +13,23 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import io
-import logging
+import re
 import tarfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from traitlets import Int, Unicode
 
 from .. import runner
-from ..transport import AccessError
+from ..models import Option, option_table, parse_count
+from ..protocol import AccessError, SpecError, sha256
 from . import braket_device, braket_entry
+from .aws import AWSExecutor, CloudJob, error_code
 from .base import Job
-
-if TYPE_CHECKING:
-    from .braket import BraketExecutor
-
-log = logging.getLogger(__name__)
+from .polled import Life, Saw
 
 ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 LOG_GROUP = "/aws/braket/jobs"
@@ -48,174 +48,176 @@ def bundle() -> bytes:
     return gzip.compress(data.getvalue(), mtime=0)
 
 
+_ARN = re.compile(r"arn:aws:braket:[a-z0-9-]*:\d*:device/[A-Za-z0-9_./-]+")
+
+
+def parse_arn(text: str) -> str:
+    if not _ARN.fullmatch(text.strip()):
+        raise ValueError("a device ARN (arn:aws:braket:REGION::device/...)")
+    return text.strip()
+
+
+def _instance(text: str) -> str:
+    if not re.fullmatch(r"ml\.[a-z0-9]+\.[a-z0-9]+", text.strip()):
+        raise ValueError("an ML instance type, e.g. ml.m5.large")
+    return text.strip()
+
+
+SHOTS = Option("shots", parse_count, "shots per circuit, handed to the code as `shots`", "1000")
+INSTANCE = Option("instance_type", _instance, "the Hybrid Job's instance (device ARNs)", "ml.m5.large")
+
+
 @dataclass
-class HybridJob:
-    task_id: str
-    key: str  # the task's S3 folder (under the prefix)
-    arn: str = ""
+class HybridJob(CloudJob):
+    """job_id is the job's ARN; folder the task's S3 folder (under the prefix)."""
+
     name: str = ""
-    started: bool = False
     stream: str = ""  # the CloudWatch log stream, once Braket created it
-    log_token: str | None = None
 
     @property
     def handle(self) -> dict[str, Any]:
-        return {"job_arn": self.arn, "job_name": self.name, "s3": self.key}
+        return {"job_arn": self.job_id, "job_name": self.name, "s3": self.folder}
 
 
-class HybridJobs:
-    """Submits, follows and cancels the Hybrid Jobs of one braket executor."""
+class HybridExecutor(AWSExecutor[HybridJob]):
+    kind = "hybrid"
+    options = option_table(
+        Option("device", parse_arn, "device ARN", "arn:aws:braket:us-east-1::device/qpu/ionq/Aria-1"), SHOTS, INSTANCE
+    )
+    device = Unicode("", help="Default device: a device ARN.")
+    shots = Int(1000, help="Default shots, handed to the code as `shots`.")
+    role_arn = Unicode("", help="IAM role the Hybrid Jobs run as (reads and writes the S3 prefix, uses the device).")
+    image_uri = Unicode("", help="The Hybrid Jobs' container image (default: Braket's base job image).")
+    instance_type = Unicode("ml.m5.large", help="Default instance of a Hybrid Job.")
+    volume_size = Int(30, help="GB of storage for a Hybrid Job's instance.")
 
-    NO_ROLE = "executor {!r} (braket) has no role_arn: Hybrid Jobs run as an IAM role (see docs/braket.md)"
+    NO_ROLE = "executor {!r} ({}) has no role_arn: Hybrid Jobs run as an IAM role (see docs/braket.md)"
 
-    def __init__(self, executor: BraketExecutor):
-        self.executor = executor
-        self.jobs: dict[str, HybridJob] = {}
-        self._launching: set[str] = set()
-        self._cancelled: set[str] = set()  # cancelled while their job was being created
+    def __init__(self, name: str, reporter: Any, spool: Path, **settings: Any):
+        super().__init__(name, reporter, spool, **settings)
+        try:
+            if self.device:
+                self.options["device"].parse(self.device)
+        except ValueError as err:
+            raise SpecError(f"executor {name!r} ({self.kind}): device={self.device!r}: {err}") from None
 
-    async def submit(self, jobs: list[Job]) -> None:
-        executor = self.executor
-        for job in jobs:
-            hybrid = HybridJob(job.task_id, f"{job.task_id}-{uuid.uuid4().hex[:6]}")
-            hybrid.name = f"hetflow-{hybrid.key}"
-            self._launching.add(job.task_id)
-            try:
-                problem = executor.problem() or ("" if executor.role_arn else self.NO_ROLE.format(executor.name))
-                if problem:
-                    raise AccessError(problem)
-                source = bundle()  # checked for on every submission: a lifecycle rule may have expired it
-                bundle_key = f"hetflow-braket-{hashlib.sha256(source).hexdigest()[:12]}.tar.gz"
-                await executor.s3_ensure(bundle_key, source)
-                manifest = await executor.ship(hybrid.key, [job])
-                hybrid.arn = await self._create(hybrid, job, manifest, bundle_key)
-            except Exception as err:  # AWS refused, or credentials are missing: the task's error says which
-                executor.reporter.finished(job.task_id, None, {"type": type(err).__name__, "message": str(err)})
-                await self._forget(hybrid)
-                continue
-            finally:
-                self._launching.discard(job.task_id)
-            if job.task_id in self._cancelled:  # cancelled while it was being created: it must not run
-                self._cancelled.discard(job.task_id)
-                await self._cancel_job(hybrid)
-                continue
-            self.jobs[job.task_id] = hybrid
-            executor.reporter.submitted(job.task_id, hybrid.handle)
-        executor.follow()
+    def context(self, job: Job) -> dict[str, Any]:
+        """What the task's code is handed (the provider builds the device)."""
+        return {"device": job.options.get("device", self.device), "shots": job.options.get("shots", self.shots)}
+
+    # --------------------------------------------------------------------------- launch
+
+    def groups(self, jobs: list[Job]) -> list[list[Job]]:
+        return [[job] for job in jobs]  # a Hybrid Job runs one task
+
+    async def launch(self, jobs: list[Job]) -> list[HybridJob | Exception]:
+        [job] = jobs
+        job.context = self.context(job)
+        hybrid = HybridJob(job.task_id, folder=f"{job.task_id}-{uuid.uuid4().hex[:6]}")
+        hybrid.name = f"hetflow-{hybrid.folder}"
+        try:
+            problem = self.problem() or ("" if self.role_arn else self.NO_ROLE.format(self.name, self.kind))
+            if problem:
+                raise AccessError(problem)
+            source = bundle()  # checked for on every submission: a lifecycle rule may have expired it
+            bundle_key = f"hetflow-braket-{sha256(source)[:12]}.tar.gz"
+            await self.s3_ensure(bundle_key, source)
+            manifest = await self.ship(hybrid.folder, [job])
+            hybrid.job_id = await self._create(hybrid, job, manifest, bundle_key)
+        except Exception:  # AWS refused, or credentials are missing: the task's error says which
+            await self.cleanup(hybrid, False)
+            raise
+        return [hybrid]
 
     async def _create(self, hybrid: HybridJob, job: Job, manifest: str, bundle_key: str) -> str:
-        executor = self.executor
-        output: dict[str, Any] = {"s3Path": executor.s3_uri(f"{hybrid.key}/output")}
-        if executor.kms_key_id:
-            output["kmsKeyId"] = executor.kms_key_id
+        output: dict[str, Any] = {"s3Path": self.s3_uri(f"{hybrid.folder}/output")}
+        if self.kms_key_id:
+            output["kmsKeyId"] = self.kms_key_id
         algorithm: dict[str, Any] = {
             "scriptModeConfig": {
                 "entryPoint": "braket_entry:main",
-                "s3Uri": executor.s3_uri(bundle_key),
+                "s3Uri": self.s3_uri(bundle_key),
                 "compressionType": "GZIP",
             }
         }
-        if executor.image_uri:
-            algorithm["containerImage"] = {"uri": executor.image_uri}
+        if self.image_uri:
+            algorithm["containerImage"] = {"uri": self.image_uri}
         request = {
             "clientToken": uuid.uuid4().hex,
             "jobName": hybrid.name,
-            "roleArn": executor.role_arn,
+            "roleArn": self.role_arn,
             "algorithmSpecification": algorithm,
             "outputDataConfig": output,
             "instanceConfig": {
-                "instanceType": job.options.get("instance_type", executor.instance_type),
-                "volumeSizeInGb": executor.volume_size,
+                "instanceType": job.options.get("instance_type", self.instance_type),
+                "volumeSizeInGb": self.volume_size,
                 "instanceCount": 1,
             },
             "deviceConfig": {"device": job.context["device"]},
             "hyperParameters": {"hetflow_manifest": manifest},
             "tags": {"hetflow-task": job.task_id},
         }
-        answer = await executor.call("braket", "create_job", **request)
+        answer = await self.call("braket", "create_job", **request)
         return answer["jobArn"]
 
-    async def reattach(self, task_id: str, handle: dict[str, Any]) -> None:
-        hybrid = HybridJob(task_id, handle["s3"], handle["job_arn"], handle["job_name"])
-        self.jobs[task_id] = hybrid
-        self.executor.follow()
+    def restore(self, task_id: str, handle: dict[str, Any]) -> HybridJob | None:
+        if not handle.get("job_arn"):
+            return None
+        return HybridJob(task_id, handle["job_arn"], folder=handle.get("s3", ""), name=handle.get("job_name", ""))
 
-    async def poll_once(self) -> None:
-        """Every job once; one job's trouble (throttling, a deleted job) does not hold up the others."""
-        for hybrid in list(self.jobs.values()):
+    # --------------------------------------------------------------------------- follow
+
+    async def poll(self, followed: list[HybridJob]) -> dict[str, Saw]:
+        """GetJob for every job (Braket has no batched form); one job's trouble (throttling, a deleted job) does
+        not hold up the others."""
+        said = {}
+        for hybrid in followed:
             try:
-                await self._poll(hybrid)
+                answer = await self.call("braket", "get_job", jobArn=hybrid.job_id)
             except Exception as err:
-                if _code(err) == "ResourceNotFoundException":  # Braket no longer knows the job
-                    await self._ended(hybrid, "GONE", "Braket no longer knows the job (deleted, or another region)")
+                if error_code(err) == "ResourceNotFoundException":  # Braket no longer knows the job
+                    said[hybrid.task_id] = Saw(Life.ENDED, log=False, detail={"status": "GONE"})
                 else:
-                    self.executor.last_error = f"following {hybrid.name}: {type(err).__name__}: {err}"
-                    log.warning("hetflow %s: %s (will retry)", self.executor.name, self.executor.last_error)
+                    self.last_error = f"following {hybrid.name}: {type(err).__name__}: {err}"
+                continue
+            status = answer["status"]
+            life = Life.ENDED if status in ENDED else Life.RUNNING if status == "RUNNING" else Life.WAITING
+            started = hybrid.started or life is not Life.WAITING
+            said[hybrid.task_id] = Saw(life, started, started, None, answer)
+        return said
 
-    async def _poll(self, hybrid: HybridJob) -> None:
-        """GetJob; the log once it runs; the outcome once it ended."""
-        executor = self.executor
-        answer = await executor.call("braket", "get_job", jobArn=hybrid.arn)
-        if self.jobs.get(hybrid.task_id) is not hybrid:
-            return  # cancelled, or another attempt, meanwhile
-        status = answer["status"]
-        if status in ("RUNNING", *ENDED) and not hybrid.started:
-            hybrid.started = True
-            executor.reporter.started(hybrid.task_id, hybrid.handle)
-        if hybrid.started:
-            await self._read_log(hybrid)
-        if status in ENDED:
-            await self._ended(hybrid, status, answer.get("failureReason") or "it wrote no outcome")
-
-    async def _ended(self, hybrid: HybridJob, status: str, reason: str) -> None:
-        result, error = await self.executor.outcome(hybrid.key, hybrid.task_id)
-        if result is None and error is None:
-            error = {"type": "JobEnded", "message": f"Braket job {hybrid.name} ended {status}: {reason}"}
-        if self.jobs.get(hybrid.task_id) is hybrid:
-            self.end(hybrid.task_id, result, error)
-            await self._forget(hybrid)
-
-    def end(self, task_id: str, result: bytes | None, error: dict[str, str] | None) -> None:
-        if self.jobs.pop(task_id, None) is not None:
-            self.executor.reporter.finished(task_id, result, error)
-
-    async def _forget(self, hybrid: HybridJob) -> None:
-        """Delete the task's objects (best effort: a lifecycle rule on the prefix catches what is left)."""
-        with contextlib.suppress(Exception):
-            await self.executor.s3_delete_folder(hybrid.key)
-
-    async def _read_log(self, hybrid: HybridJob) -> None:
+    async def read_log(self, job: HybridJob, saw: Saw) -> str:
         """New log lines; a log that cannot be read (permissions, throttling) is said once and does not keep the
         outcome from being collected."""
-        executor = self.executor
         try:
-            if not hybrid.stream:
-                streams = await executor.call(
-                    "logs", "describe_log_streams", logGroupName=LOG_GROUP, logStreamNamePrefix=f"{hybrid.name}/"
+            if not job.stream:
+                streams = await self.call(
+                    "logs", "describe_log_streams", logGroupName=LOG_GROUP, logStreamNamePrefix=f"{job.name}/"
                 )
                 found = streams.get("logStreams", [])
                 if not found:
-                    return
-                hybrid.stream = found[0]["logStreamName"]
-            text, hybrid.log_token = await executor.tail_log(LOG_GROUP, hybrid.stream, hybrid.log_token)
+                    return ""
+                job.stream = found[0]["logStreamName"]
+            text, job.log_token = await self.tail_log(LOG_GROUP, job.stream, job.log_token)
         except Exception as err:
-            if _code(err) != "ResourceNotFoundException":  # the account's first job: no log group yet
-                executor.last_error = f"reading the log of {hybrid.name}: {type(err).__name__}: {err}"
-            return
-        if text:
-            executor.reporter.log(hybrid.task_id, "stdout", text)
+            if error_code(err) != "ResourceNotFoundException":  # the account's first job: no log group yet
+                self.last_error = f"reading the log of {job.name}: {type(err).__name__}: {err}"
+            return ""
+        return text
 
-    async def cancel(self, task_id: str) -> None:
-        if task_id in self._launching:
-            self._cancelled.add(task_id)
-        hybrid = self.jobs.pop(task_id, None)
-        if hybrid is not None:
-            await self._cancel_job(hybrid)
+    async def why_ended(self, job: HybridJob, saw: Saw) -> str:
+        if saw.detail["status"] == "GONE":
+            return f"Braket job {job.name} ended GONE: Braket no longer knows the job (deleted, or another region)"
+        reason = saw.detail.get("failureReason") or "it wrote no outcome"
+        return f"Braket job {job.name} ended {saw.detail['status']}: {reason}"
 
-    async def _cancel_job(self, hybrid: HybridJob) -> None:
-        await self.executor.call("braket", "cancel_job", jobArn=hybrid.arn)
-        await self._forget(hybrid)
+    async def cleanup(self, job: HybridJob, ok: bool) -> None:
+        """Delete the task's objects (best effort: a lifecycle rule on the prefix catches what is left)."""
+        with contextlib.suppress(Exception):
+            await self.s3_delete_folder(job.folder)
 
+    async def cancel_job(self, job: HybridJob) -> None:
+        await self.call("braket", "cancel_job", jobArn=job.job_id)
 
-def _code(err: BaseException) -> str:
-    return str(getattr(err, "response", {}).get("Error", {}).get("Code", ""))
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "device": self.device, "shots": self.shots, "hybrid_jobs": len(self.jobs)}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import os
 import pickle
 import signal
@@ -26,7 +25,7 @@ from typing import Any, ClassVar
 
 from traitlets import Int
 
-from ..runner import _HEADER
+from ..shipping import HEADER, JobPaths, Outcome, envelope, pickled, read_local_outcome
 from .base import Executor, Job, Reporter
 
 REATTACH_POLL = 0.2
@@ -46,12 +45,12 @@ class _Frames(asyncio.Protocol):
             self._messages()
 
     def _messages(self) -> None:
-        while len(self._buffer) >= _HEADER.size:
-            size = _HEADER.unpack_from(self._buffer)[0]
-            end = _HEADER.size + size
+        while len(self._buffer) >= HEADER.size:
+            size = HEADER.unpack_from(self._buffer)[0]
+            end = HEADER.size + size
             if len(self._buffer) < end:
                 return
-            message = pickle.loads(self._buffer[_HEADER.size : end])
+            message = pickle.loads(self._buffer[HEADER.size : end])
             del self._buffer[:end]
             self._on_message(message)
 
@@ -111,9 +110,9 @@ class _Worker:
     def run(self, jobs: list[Job]) -> None:
         self.pack = jobs
         # jobs of one foreach share their payload object: pickle writes it once per pack
-        data = pickle.dumps({"jobs": [job.envelope() for job in jobs]}, protocol=5)
+        data = pickled({"jobs": [envelope(job) for job in jobs]})
         assert self._commands is not None
-        self._commands.write(_HEADER.pack(len(data)) + data)
+        self._commands.write(HEADER.pack(len(data)) + data)
 
     def kill(self) -> list[Job]:
         """Stop the process and everything it started; returns the jobs of its pack that had not started."""
@@ -142,7 +141,7 @@ class _Worker:
         elif op == "done":
             self.task_id = None
             self.pack = [job for job in self.pack if job.task_id != message["task"]]
-            executor.collect(message["task"], message["error"])
+            executor.finish(message["task"])
         executor.dispatch()
 
     def _on_eof(self) -> None:
@@ -172,9 +171,9 @@ class LocalExecutor(Executor):
         await worker.spawn()
 
     def _in_background(self, coro: Any) -> None:
-        job = asyncio.get_running_loop().create_task(coro)
-        self._background.add(job)
-        job.add_done_callback(self._background.discard)
+        work = asyncio.get_running_loop().create_task(coro)
+        self._background.add(work)
+        work.add_done_callback(self._background.discard)
 
     async def submit(self, jobs: list[Job]) -> None:
         self._queue.extend(jobs)
@@ -190,13 +189,14 @@ class LocalExecutor(Executor):
             size = min(PACK, -(-len(self._queue) // (len(free) - n)))
             worker.run([self._queue.popleft() for _ in range(size)])
 
-    def collect(self, task_id: str, error: dict[str, str] | None) -> None:
+    def finish(self, task_id: str) -> None:
         """Hand a finished task's spooled outcome to the scheduler and clear the spool."""
-        base = self.spool / task_id
-        result = base.with_suffix(".result")
-        self.reporter.finished(task_id, result if error is None else None, error)  # the store moves the result in
-        for leftover in [base.with_suffix(".done")] + ([] if error is None else [result]):
-            leftover.unlink(missing_ok=True)
+        paths = JobPaths(str(self.spool / task_id))
+        missing = Outcome(None, {"type": "ResultMissing", "message": f"{paths.done} is missing"})
+        outcome = read_local_outcome(paths) or missing
+        self.reporter.finished(task_id, outcome.result, outcome.error)
+        for leftover in (paths.done, paths.result):
+            Path(leftover).unlink(missing_ok=True)
 
     async def cancel(self, task_id: str) -> None:
         for job in self._queue:
@@ -228,10 +228,9 @@ class LocalExecutor(Executor):
                 offset += len(text)
                 if text:
                     self.reporter.log(task_id, "stdout", text.decode("utf-8", errors="replace"))
-            done = base.with_suffix(".done")
-            if done.exists():
+            if base.with_suffix(".done").exists():
                 del self._orphans[task_id]
-                self.collect(task_id, json.loads(done.read_bytes())["error"])
+                self.finish(task_id)
                 log.unlink(missing_ok=True)  # written only while no engine listened
                 return
             if not (pid and _is_worker(pid)):

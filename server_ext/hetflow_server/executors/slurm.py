@@ -11,8 +11,10 @@ import shlex
 from typing import Any
 
 from ..models import Option, option_table, parse_bool, parse_count
+from ..shipping import LaunchError
 from ..transport import Transport, TransportError
-from .remote import LaunchError, RemoteExecutor, RemoteJob
+from .hosts import HostExecutor, HostJob
+from .polled import Saw
 
 _SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$|^\d+-\d+$")
 
@@ -34,36 +36,31 @@ def _shell_words(text: str) -> str:
     return text
 
 
-# option name -> sbatch flag; the values are checked here, Slurm checks the rest and its refusal is quoted
-SBATCH = {
-    "partition": "--partition",
-    "account": "--account",
-    "qos": "--qos",
-    "nodes": "--nodes",
-    "ntasks": "--ntasks",
-    "cpus_per_task": "--cpus-per-task",
-    "mem": "--mem",
-    "gpus": "--gpus",
-    "gres": "--gres",
-    "time": "--time",
-    "constraint": "--constraint",
+# Slurm's own option names, each passed to sbatch as --NAME=VALUE (with - for _), grouped by how the value is read:
+# name -> (what it is, an example). The values are checked here; Slurm checks the rest and its refusal is quoted.
+SBATCH: dict[Any, dict[str, tuple[str, str]]] = {
+    _word: {
+        "partition": ("Slurm partition", "debug"),
+        "account": ("account to charge", "m1234"),
+        "qos": ("quality of service", "debug"),
+        "mem": ("memory per node", "8G"),
+        "gpus": ("GPUs (count or type:count)", "1"),
+        "gres": ("generic resources", "gpu:1"),
+        "constraint": ("node features", "cpu"),
+    },
+    parse_count: {
+        "nodes": ("number of nodes", "1"),
+        "ntasks": ("number of tasks (MPI ranks)", "1"),
+        "cpus_per_task": ("CPUs per task", "4"),
+    },
+    _slurm_time: {"time": ("time limit", "00:10:00")},
 }
 
 
-class SlurmExecutor(RemoteExecutor):
+class SlurmExecutor(HostExecutor):
     kind = "slurm"
     options = option_table(
-        Option("partition", _word, "Slurm partition", "debug"),
-        Option("account", _word, "account to charge", "m1234"),
-        Option("qos", _word, "quality of service", "debug"),
-        Option("nodes", parse_count, "number of nodes", "1"),
-        Option("ntasks", parse_count, "number of tasks (MPI ranks)", "1"),
-        Option("cpus_per_task", parse_count, "CPUs per task", "4"),
-        Option("mem", _word, "memory per node", "8G"),
-        Option("gpus", _word, "GPUs (count or type:count)", "1"),
-        Option("gres", _word, "generic resources", "gpu:1"),
-        Option("time", _slurm_time, "time limit", "00:10:00"),
-        Option("constraint", _word, "node features", "cpu"),
+        *(Option(name, parse, *about) for parse, named in SBATCH.items() for name, about in named.items()),
         Option("exclusive", parse_bool, "whole nodes only", "true"),
         Option("sbatch_args", _shell_words, "more sbatch arguments, as on the command line", "'--mail-type=END'"),
     )
@@ -82,20 +79,21 @@ class SlurmExecutor(RemoteExecutor):
         }
     )
 
-    def script(self, job: RemoteJob, options: dict[str, Any]) -> str:
+    def script(self, job: HostJob, options: dict[str, Any]) -> str:
         lines = [
             "#!/bin/bash",
             f"#SBATCH --job-name=hetflow-{job.task_id}",
-            f"#SBATCH --output={job.directory}/slurm.out",
+            f"#SBATCH --output={job.paths.beside('slurm.out')}",
         ]
-        lines += [f"#SBATCH {flag}={options[name]}" for name, flag in SBATCH.items() if name in options]
+        flags = [name for named in SBATCH.values() for name in named if name in options]
+        lines += [f"#SBATCH --{name.replace('_', '-')}={options[name]}" for name in flags]
         if options.get("exclusive"):
             lines.append("#SBATCH --exclusive")
         lines += [f"cd {shlex.quote(job.directory)}", *self.setup, f"exec {self.runner_command(job)}"]
         return "\n".join(lines) + "\n"
 
-    async def launch(self, transport: Transport, job: RemoteJob, options: dict[str, Any]) -> str:
-        path = f"{job.directory}/job.sbatch"
+    async def start_job(self, transport: Transport, job: HostJob, options: dict[str, Any]) -> str:
+        path = job.paths.beside("job.sbatch")
         await transport.write(path, self.script(job, options).encode())
         extra = " ".join(shlex.quote(word) for word in shlex.split(options.get("sbatch_args", "")))
         try:
@@ -114,11 +112,11 @@ class SlurmExecutor(RemoteExecutor):
         return job_id
 
     @staticmethod
-    def job_name(job: RemoteJob) -> str:
+    def job_name(job: HostJob) -> str:
         """Unique per attempt (the attempt's directory), so a lookup by name finds this attempt's job only."""
         return "hetflow-" + job.directory.rsplit("/", 1)[-1]
 
-    def status_command(self, jobs: list[RemoteJob]) -> str:
+    def status_command(self, jobs: list[HostJob]) -> str:
         ids = ",".join(j.job_id for j in jobs if j.job_id)
         # squeue fails on ids Slurm has forgotten: its answer still counts (those jobs are gone); any other failure
         # (the controller is down) prints no ::ok, and nothing is concluded this cycle
@@ -132,13 +130,14 @@ class SlurmExecutor(RemoteExecutor):
         words = (line.split() for line in text.splitlines())
         return {w[0]: w[1] for w in words if len(w) == 2 and re.fullmatch(r"\d+(_\d+)?", w[0])}
 
-    def cancel_command(self, job: RemoteJob) -> str:
+    def cancel_command(self, job: HostJob) -> str:
         return f"scancel {shlex.quote(job.job_id)}"
 
-    async def ended_without_outcome(self, transport: Transport, job: RemoteJob, state: str | None) -> str:
+    async def why_ended(self, job: HostJob, saw: Saw) -> str:
+        transport = await self.prepared()
         shown = await transport.run(f"scontrol -o show job {shlex.quote(job.job_id)}")
         fields = dict(re.findall(r"(\w+)=(\S*)", shown.out))
-        final = fields.get("JobState", state or "gone")
+        final = fields.get("JobState", saw.detail or "gone")
         detail = (
             f"reason {fields.get('Reason', '?')}, exit code {fields.get('ExitCode', '?')}"
             if fields
@@ -147,5 +146,5 @@ class SlurmExecutor(RemoteExecutor):
         hint = " (it reached its time limit: ask for more with time=...)" if final == "TIMEOUT" else ""
         return (
             f"Slurm job {job.job_id} ended as {final} ({detail}) before the task wrote its outcome{hint}"
-            + await self.output_tail(transport, job, "slurm.out")
+            + await self.output_tail(job, "slurm.out")
         )

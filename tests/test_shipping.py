@@ -1,0 +1,69 @@
+"""The one shipping format: a job built by `envelope` runs in the runner, and the outcome it leaves is read back only
+when the result hashes to what the runner wrote beside it (the same reader serves a spool, a remote directory and
+S3)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pickle
+from pathlib import Path
+
+import cloudpickle
+
+from engines import outputs, payload
+from hetflow_server import runner
+from hetflow_server.executors import Job, Upstream
+from hetflow_server.protocol import sha256
+from hetflow_server.shipping import JobPaths, envelope, inlined, read_local_outcome, read_outcome
+
+
+def _run(tmp_path: Path, job: Job) -> JobPaths:
+    paths = JobPaths(str(tmp_path / job.task_id))
+    runner.run_to_files(envelope(job), paths.base, runner.append_to(paths.log))
+    return paths
+
+
+def test_a_job_s_upstream_result_from_a_file_reaches_the_code_and_its_outcome_is_read_back(tmp_path: Path) -> None:
+    upstream = cloudpickle.dumps({"outputs": {"x": 20}, "value": None, "deleted": []})
+    stored = tmp_path / "upstream.result"
+    stored.write_bytes(upstream)
+    ref = Upstream("up", "x", sha256(upstream), "local", stored)
+    paths = _run(tmp_path, Job("t1", payload("y = x + 1\nprint(y)\n", ["y"]), {}, refs={"x": ref}))
+    outcome = read_local_outcome(paths)
+    assert outcome is not None and outcome.error is None and outputs(outcome.result or b"") == {"y": 21}
+    assert json.loads(Path(paths.done).read_text())["sha256"] == sha256(outcome.result or b"")
+    assert Path(paths.log).read_text() == "21\n"
+    assert inlined(Job("t2", b"", {}, refs={"x": ref})) == {"up": {"data": upstream}}
+
+
+def test_a_result_that_does_not_match_the_hash_its_task_wrote_is_refused(tmp_path: Path) -> None:
+    paths = _run(tmp_path, Job("t1", payload("y = 1\n", ["y"]), {}))
+    Path(paths.result).write_bytes(pickle.dumps({"outputs": {"y": "tampered"}}))
+    outcome = read_local_outcome(paths)
+    assert outcome is not None and outcome.result is None and outcome.error
+    assert outcome.error["type"] == "IntegrityError" and "does not match the hash" in outcome.error["message"]
+
+
+def test_a_missing_result_and_a_done_file_no_runner_wrote_are_errors_not_results(tmp_path: Path) -> None:
+    paths = _run(tmp_path, Job("t1", payload("y = 1\n", ["y"]), {}))
+    Path(paths.result).unlink()
+    missing = read_local_outcome(paths)
+    assert missing is not None and missing.error and missing.error["type"] == "ResultMissing"
+    Path(paths.done).write_text("not json")
+    forged = read_local_outcome(paths)
+    assert forged is not None and forged.error and forged.error["type"] == "IntegrityError"
+
+
+def test_the_remote_reader_checks_the_hash_too_and_names_where_the_result_was(tmp_path: Path) -> None:
+    paths = _run(tmp_path, Job("t1", payload("y = 2\n", ["y"]), {}))
+    Path(paths.result).write_bytes(b"tampered")
+
+    async def read(path: str) -> bytes | None:
+        found = Path(path)
+        return found.read_bytes() if found.exists() else None
+
+    outcome = asyncio.run(read_outcome(read, paths, "cluster:"))
+    assert outcome is not None and outcome.error and outcome.error["type"] == "IntegrityError"
+    assert f"cluster:{paths.result}" in outcome.error["message"]
+    assert asyncio.run(read_outcome(read, JobPaths(str(tmp_path / "never-ran")), "cluster:")) is None
