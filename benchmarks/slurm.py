@@ -1,4 +1,5 @@
-"""A trivial cell through hetflow's slurm executor vs raw `sbatch --parsable` + `squeue` polling, same run.
+"""A trivial cell through hetflow's slurm executor vs raw `sbatch --parsable` + `squeue` polling, and a 32-element
+trivial foreach (one packed sbatch) vs one trivial cell, same run.
 
 Both go over the same paramiko connection to the cluster of `scripts/services.sh` (as its non-root user) and poll
 every 50 ms; the raw job runs the same remote Python on a trivial statement. Rounds alternate, so load drift hits
@@ -21,6 +22,7 @@ from cluster import services
 
 ROUNDS = 20
 POLL = 0.05
+FOREACH, FOREACH_ROUNDS = 32, 5
 
 
 def main() -> None:
@@ -82,12 +84,26 @@ def main() -> None:
         if i >= 2:  # warm-up rounds left out
             raw.append(raw_time)
             cells.append(cell_time)
+    singles, packed = [], []
+    for i in range(FOREACH_ROUNDS):  # a packed foreach against one trivial cell, alternating
+        start = time.perf_counter()
+        shell.run_cell_magic("remote", "executor=slurm cache=false", f"x = {i}")
+        singles.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        shell.run_cell_magic("remote", f"executor=slurm cache=false foreach=k:range({FOREACH})", f"y = k + {i}")
+        packed.append(time.perf_counter() - start)
+        assert shell.user_ns["y"] == [k + i for k in range(FOREACH)]
     client.close()
     r, c = statistics.median(raw), statistics.median(cells)
     print(f"trivial job on the services' Slurm over SSH, {ROUNDS} alternating rounds, polls {POLL * 1000:.0f} ms apart")
     print(f"raw sbatch --parsable + squeue polling (baseline): median {r * 1000:7.1f} ms")
     print(f"%%remote executor=slurm (x = 1):                   median {c * 1000:7.1f} ms")
     print(f"ratio hetflow/raw: {c / r:.2f}x (target <= 1.1x)")
+    s, p = statistics.median(singles), statistics.median(packed)
+    print(f"{FOREACH}-element trivial foreach, {FOREACH_ROUNDS} rounds alternating with one trivial cell:")
+    print(f"one trivial cell (baseline):                       median {s * 1000:7.1f} ms")
+    print(f"foreach=k:range({FOREACH}) (one packed sbatch):          median {p * 1000:7.1f} ms")
+    print(f"ratio foreach/one cell: {p / s:.2f}x (target <= 2x)")
 
 
 async def _sleep(seconds: float) -> None:

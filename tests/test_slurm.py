@@ -1,4 +1,7 @@
-"""Slurm and SSH executors against the real cluster and sshd of `scripts/services.sh`, as the non-root user."""
+"""Slurm and SSH executors against the real cluster and sshd of `scripts/services.sh`, as the non-root user.
+
+Packing: the tasks of a foreach go out as one launch (one sbatch of a job array, one process over SSH) whose
+elements take them from the pack's queue; each task keeps its own log, outcome, retry and cancel."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from cluster import STATE, services, ssh
 
 from kernels import Kernel
 from servers import JupyterServer, notebook_kernel_fixture
+from workflows import foreach_with_failing_elements, rerun_reruns_only_the_failed
 
 TICKS = "import time\nfor i in range(4):\n    print('tick', i, flush=True)\n    time.sleep(0.5)\n"
 
@@ -221,9 +225,7 @@ def test_a_remote_root_without_permission_is_a_clear_error(kernel: Kernel) -> No
     assert "cannot create /opt/hetflow-forbidden" in out.traceback and "Permission denied" in out.traceback
 
 
-def test_sshd_restarted_mid_run_the_task_still_completes(kernel: Kernel, cluster: dict[str, str]) -> None:
-    msg_id, execution = kernel.start(f"%%remote executor=slurm name=through cache=false\n{TICKS}through = 'ok'\n")
-    time.sleep(1.0)
+def restart_sshd(cluster: dict[str, str]) -> None:
     subprocess.run(
         ["bash", str(Path(__file__).parent.parent / "scripts" / "services.sh"), "restart-sshd"],
         check=True,
@@ -232,8 +234,20 @@ def test_sshd_restarted_mid_run_the_task_still_completes(kernel: Kernel, cluster
     )
     # restarting the listener leaves open sessions alone: end ours too, so that the engine must reconnect
     subprocess.run(["pkill", "-KILL", "-u", cluster["HETFLOW_SSH_USER"], "-f", "^sshd: "], check=True)
+
+
+@pytest.mark.parametrize("foreach", ["", "foreach=n:range(3)"])
+def test_sshd_restarted_mid_run_the_task_still_completes(
+    kernel: Kernel, server: JupyterServer, cluster: dict[str, str], foreach: str
+) -> None:
+    """One task, and a pack of three."""
+    msg_id, execution = kernel.start(
+        f"%%remote executor=slurm name=through cache=false {foreach}\n{TICKS}through = 'ok'\n"
+    )
+    running_task(server, "through")
+    restart_sshd(cluster)
     kernel.collect(msg_id, execution, timeout=90).check()
-    assert kernel.value("through") == "ok"
+    assert kernel.value("through") == (["ok"] * 3 if foreach else "ok")
 
 
 def test_engine_killed_mid_job_reattaches_and_the_job_ran_once(
@@ -273,3 +287,107 @@ def test_a_retry_on_slurm_runs_again_and_does_not_reuse_the_failed_attempts_outc
     ).check()
     assert kernel.value("second") == "ran" and out.ok
     assert ssh(cluster, f"cat {marker}; rm -f {marker}") == "xx"
+
+
+# --------------------------------------------------------------------------- packing
+
+
+def elements(server: JupyterServer, name: str) -> list[dict]:
+    """The tasks of the newest foreach called `name`, in element order."""
+    tasks = [t for t in server.json("GET", "hetflow/api/tasks")["tasks"] if t["name"] == name]
+    if not tasks:
+        return []
+    newest = max(tasks, key=lambda t: t["created"])["group_id"]
+    return sorted((t for t in tasks if t["group_id"] == newest), key=lambda t: t["element"])
+
+
+def wait_until(condition, timeout: float = 30, what: str = "the condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_foreach_is_one_sbatch_and_its_results_come_back_in_order_each_with_its_own_log(
+    kernel: Kernel, server: JupyterServer
+) -> None:
+    kernel.run(
+        "%%remote executor=slurm name=packed cache=false foreach=k:range(6)\nimport os\n"
+        "print('element', k, flush=True)\nlaunch = os.environ.get('SLURM_ARRAY_JOB_ID') or os.environ['SLURM_JOB_ID']\n"
+        "square = k * k\n"
+    ).check()
+    assert kernel.value("square") == [k * k for k in range(6)]
+    launches = kernel.value("launch")
+    assert len(set(launches)) == 1, f"the foreach went out as more than one sbatch: {launches}"
+    tasks = elements(server, "packed")
+    assert {t["handle"]["job_id"] for t in tasks} == {launches[0]}
+    for k, task in enumerate(tasks):
+        log = server.request("GET", f"hetflow/api/tasks/{task['id']}/logs")[2].decode()
+        assert log == f"element {k}\n", (k, log)
+
+
+def test_one_failing_element_leaves_the_others_and_a_rerun_runs_only_it(kernel: Kernel, shared: Path) -> None:
+    runs, fixed = shared / "pack-runs", shared / "pack-fixed"
+    foreach_with_failing_elements(kernel, runs, fixed, "executor=slurm cache=false", 4, (2,))
+    rerun_reruns_only_the_failed(kernel, runs, fixed, 4, (2,))
+
+
+def test_stopping_one_task_of_a_pack_stops_its_code_and_lets_the_others_finish(
+    kernel: Kernel, server: JupyterServer, shared: Path, cluster: dict[str, str]
+) -> None:
+    """A task that runs past its timeout is stopped alone (the executor cancels that one task of the pack, while
+    others of the pack still run or wait)."""
+    marks = shared / "pack-cancel"
+    cell = (
+        "%%remote executor=slurm name=trio cache=false timeout=4 foreach=n:range(4) wait=false\nimport time\n"
+        f"beat = {str(marks)!r} + f'-{{n}}'\n"
+        "for _ in range(15 if n != 1 else 600):\n    open(beat, 'a').write('.')\n    time.sleep(0.2)\nslept = n\n"
+    )
+    kernel.run(cell).check()  # two run at once (2 CPUs): when 1 is stopped, 2 runs and 3 waits for a CPU
+    wait_until(
+        lambda: [t["state"] for t in elements(server, "trio")] == ["completed", "failed", "completed", "completed"],
+        what=f"{[(t['state'], t['error']) for t in elements(server, 'trio')]}",
+    )
+    stopped = elements(server, "trio")[1]
+    assert "timeout=4" in stopped["error"]["message"], stopped["error"]
+    beat = Path(f"{marks}-1")
+    beats = beat.stat().st_size
+    time.sleep(1)
+    assert beat.stat().st_size == beats, "the stopped task's code ran on"
+    wait_until(lambda: stopped["handle"]["job_id"] not in squeue(cluster), what="the pack's job to leave squeue")
+
+
+def test_an_allocation_cancelled_from_outside_fails_its_tasks_and_their_retries_run(
+    kernel: Kernel, server: JupyterServer, cluster: dict[str, str], shared: Path
+) -> None:
+    hold = shared / "pack-hold"
+    hold.touch()
+    msg_id, execution = kernel.start(
+        "%%remote executor=slurm name=evicted cache=false retries=1 foreach=n:range(3)\nimport os, time\n"
+        f"while os.path.exists({str(hold)!r}):\n    time.sleep(0.1)\nsurvived = n\n"
+    )
+    wait_until(lambda: any(t["state"] == "running" for t in elements(server, "evicted")), what="a task to run")
+    job_id = elements(server, "evicted")[0]["handle"]["job_id"]
+    ssh(cluster, f"scancel {job_id}")
+    wait_until(lambda: job_id not in squeue(cluster), what="the allocation to leave squeue")
+    hold.unlink()
+    kernel.collect(msg_id, execution, timeout=90).check()
+    assert kernel.value("survived") == [0, 1, 2]
+    tasks = elements(server, "evicted")
+    assert all(t["attempts"] == 2 for t in tasks), [t["attempts"] for t in tasks]
+    history = [e["message"] or "" for t in tasks for e in server.json("GET", f"hetflow/api/tasks/{t['id']}")["events"]]
+    assert any("ended as CANCELLED" in m for m in history), history
+
+
+def test_a_task_whose_timeout_does_not_fit_in_the_time_limit_is_not_started_and_says_why(kernel: Kernel) -> None:
+    out = kernel.run("%%remote executor=slurm time=00:01:00 timeout=120 cache=false\nnever = 1\n")
+    assert not out.ok
+    assert "before the task started" in out.traceback and "does not fit" in out.traceback, out.traceback
+
+
+def test_an_ssh_foreach_runs_as_one_process_in_parallel(kernel: Kernel) -> None:
+    out = kernel.run(
+        "%%remote executor=ssh cache=false foreach=n:range(4)\nimport os, time\ntime.sleep(1)\ndriver = os.getppid()\n"
+    ).check()
+    assert len(set(kernel.value("driver"))) == 1, "the foreach ran as more than one process"
+    assert out.duration < 3.5, f"{out.duration:.1f} s: the 4 one-second tasks did not run side by side"

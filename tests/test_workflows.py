@@ -12,7 +12,14 @@ import pytest
 
 from kernels import Kernel
 from servers import JupyterServer
-from workflows import diamond_with_failing_join_input, info, lines, note
+from workflows import (
+    diamond_with_failing_join_input,
+    foreach_with_failing_elements,
+    info,
+    lines,
+    note,
+    rerun_reruns_only_the_failed,
+)
 
 
 @pytest.fixture(scope="module")
@@ -133,23 +140,8 @@ def test_foreach_with_failing_elements_keeps_the_others_and_reruns_only_the_fail
     kernel: Kernel, tmp_path: Path
 ) -> None:
     runs, fixed = tmp_path / "runs", tmp_path / "fixed"
-    cell = (
-        "%%remote foreach=i:range(100) wait=false\nimport os\n"
-        f"open({str(runs)!r}, 'a').write(f'{{i}}\\n')\n"
-        f"if i in (7, 42, 99) and not os.path.exists({str(fixed)!r}):\n    raise ValueError(f'element {{i}}')\n"
-        "squares = i * i\n"
-    )
-    kernel.run(cell).check()
-    out = kernel.run("squares")
-    assert not out.ok and "3 of 100 elements did not complete" in out.traceback, out.traceback
-    assert "ValueError: element 7" in out.traceback
-    assert len(lines(runs)) == 100
-
-    fixed.touch()
-    assert "re-running 3 task(s)" in kernel.run("%remote rerun squares").check().stdout
-    assert kernel.value("squares") == [i * i for i in range(100)]
-    assert sorted(map(int, lines(runs))) == sorted([*range(100), 7, 42, 99])
-
+    cell = foreach_with_failing_elements(kernel, runs, fixed, "", 100, (7, 42, 99))
+    rerun_reruns_only_the_failed(kernel, runs, fixed, 100, (7, 42, 99))
     kernel.run(cell.replace(" wait=false", "")).check()  # the whole cell again: every element from the cache
     assert len(lines(runs)) == 103 and kernel.value("squares[99]") == 99 * 99
 

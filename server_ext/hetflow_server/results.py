@@ -48,7 +48,7 @@ class Results:
         if refs:
             self.store.update_task(task, "inputs")
         bound = {name: self._blob(digest) for name, digest in task.bound.items()}
-        return Job(task.id, self._blob(task.payload_hash or ""), task.options, bound, refs)
+        return Job(task.id, self._blob(task.payload_hash or ""), task.options, bound, refs, timeout=task.timeout)
 
     async def _upstream(self, task: Task, upstream_ids: list[str], output: str) -> list[Upstream]:
         """Upstream results for one input: left where they are when the task runs on the executor that keeps

@@ -7,7 +7,7 @@ hash of the upstream result, read from a path or handed over as bytes). The runn
 deleted names) or an error description that needs no unpickling.
 
     python -m hetflow_server.runner serve CMD_FD EVENT_FD SPOOL [PROVIDER]  # a warm worker fed tasks over a pipe
-    python runner.py run DIR                                      # one task from DIR/task.job (remote)
+    python runner.py pack PACK LIMIT MOST                         # tasks from PACK/queue, each DIR/task.job (remote)
     python runner.py s3 MANIFEST_URI                              # one task from and to S3 (a container)
     python runner.py versions                                     # "PY_MAJOR.PY_MINOR CLOUDPICKLE_VERSION"
 
@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import hashlib
 import io
 import json
 import linecache
 import os
 import pickle
+import signal
 import struct
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -371,6 +374,108 @@ def run_directory(directory: str) -> None:
     run_to_files(job, base, append_to(base + ".log"))
 
 
+# ------------------------------------------------------------------------------------------- a pack on a host
+
+PACK_TICK = 0.02  # seconds between two looks at the queue, the running tasks and their cancel files
+
+
+def _element() -> str:
+    """What the engine calls the process running a pack: the Slurm array element, the Slurm job, or the pid."""
+    array, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and index:
+        return f"{array}_{index}"
+    return os.environ.get("SLURM_JOB_ID") or str(os.getpid())
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _claim(pack: str, deadline: float, passed: set[str]) -> dict[str, Any] | None:
+    """The next task of the pack's queue, taken by an atomic rename (other elements take from the same queue); a
+    task whose timeout does not fit before this element's deadline is left to another (and noted in `passed`)."""
+    queue = os.path.join(pack, "queue")
+    for name in sorted(set(os.listdir(queue)) - passed):
+        claimed = os.path.join(pack, "claimed", name)
+        try:
+            os.rename(os.path.join(queue, name), claimed)
+        except FileNotFoundError:  # another element took it, or the engine cancelled it
+            continue
+        with open(claimed) as fh:
+            entry = json.load(fh)
+        left = deadline - time.monotonic()
+        if entry.get("timeout") and entry["timeout"] > left:
+            os.rename(claimed, os.path.join(queue, name))
+            passed.add(name)
+            print(
+                f"hetflow: the task in {entry['dir']} was not started here: its timeout={entry['timeout']:g} s does "
+                f"not fit in the {max(left, 0):.0f} s left of this allocation's time limit",
+                flush=True,
+            )
+            continue
+        return entry
+    return None
+
+
+def _start(directory: str, element: str) -> int:
+    """The task in a child process of its own (its own process group, so that a cancel stops what it started)."""
+    with open(os.path.join(directory, "task.started"), "w") as fh:
+        fh.write(element)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 0
+        try:
+            os.setpgid(0, 0)
+            run_directory(directory)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _ended(directory: str, status: int) -> None:
+    """A child that exited without leaving its outcome (killed, out of memory): its done file says how."""
+    base = os.path.join(directory, "task")
+    if os.path.exists(base + ".done") or os.path.exists(base + ".cancel"):
+        return
+    how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit code {os.WEXITSTATUS(status)}"
+    error = {"type": "WorkerDied", "message": f"the task's process on {os.uname().nodename} ended with {how}"}
+    _write_atomically(base + ".done", done_record(None, error))
+
+
+def run_queue(pack: str, limit: float = 0.0, most: int = 0) -> None:
+    """A pack: run tasks from `PACK/queue` (each entry names a task directory) until it is empty, or `most` ran
+    (0: no limit), in parallel up to the CPUs this process may use, each in a child process, stopping one whose
+    `DIR/task.cancel` appears. `limit` is the allocation's time limit in seconds (0: none): a task that declares a
+    longer timeout than what is left is left to another element."""
+    element = _element()
+    parallel = int(os.environ.get("SLURM_CPUS_ON_NODE") or _cpus())  # what Slurm gave this element, else this host's
+    left = most or float("inf")
+    deadline = time.monotonic() + limit if limit else float("inf")
+    running: dict[int, str] = {}  # pid -> task directory
+    passed: set[str] = set()  # queue entries whose timeouts do not fit here
+    while True:
+        for pid, directory in list(running.items()):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                del running[pid]
+                _ended(directory, status)
+            elif os.path.exists(os.path.join(directory, "task.cancel")):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+        entry = _claim(pack, deadline, passed) if len(running) < min(parallel, left) else None
+        if entry is not None:
+            if not os.path.exists(os.path.join(entry["dir"], "task.cancel")):
+                running[_start(entry["dir"], element)] = entry["dir"]
+                left -= 1
+            continue
+        if not running:
+            return
+        time.sleep(PACK_TICK)
+
+
 def _provider(name: str) -> Provide:
     """The provider module's `provide`, warmed; one that cannot start fails each task with the reason, rather than
     the worker dying and being restarted for ever."""
@@ -497,8 +602,8 @@ def main(argv: list[str]) -> int:
     if len(argv) in (4, 5) and argv[0] == "serve":
         serve(int(argv[1]), int(argv[2]), argv[3], *argv[4:])
         return 0
-    if len(argv) == 2 and argv[0] == "run":
-        run_directory(argv[1])
+    if len(argv) == 4 and argv[0] == "pack":
+        run_queue(argv[1], float(argv[2]), int(argv[3]))
         return 0
     if len(argv) == 2 and argv[0] == "s3":
         return run_s3(argv[1])

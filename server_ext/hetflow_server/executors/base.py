@@ -55,6 +55,7 @@ class Job:
     refs: dict[str, Upstream | list[Upstream]] = field(default_factory=dict)
     # what the runner's provider hands the code (the braket kind's device and shots); empty for other kinds
     context: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = None  # the task's own limit (timeout=): a pack places it where it fits
 
     def upstreams(self) -> list[Upstream]:
         """Every upstream result the job reads."""

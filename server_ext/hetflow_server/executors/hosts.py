@@ -1,20 +1,33 @@
 """What the ssh and slurm kinds share: a transport to a host (SSH, or local commands on a login node), a directory
-per attempt under a remote root, the runner shipped once, and one command per poll cycle that asks for the state
-of every job and the size of its log and whether its done file exists.
+per attempt under a remote root, the runner shipped once, packs, and one command per poll cycle that asks for the
+state of every job and, per task, the size of its log, whether it started (and where) and whether it is done.
 
-Remote layout: `ROOT/runner-HASH.py`, and per attempt `ROOT/TASK-XXXXXX/` holding the job's files (shipping.JobPaths
-with base `DIR/task`: `task.job`, `task.log`, `task.result`, `task.done`, written last) and the batch system's own
-output beside them. The done file is the task's own word on its outcome, so it is found even after the batch
-system forgot the job.
+Packing: the tasks handed over together with the same options go out as one pack: ONE launch (an sbatch of a job
+array, one process over SSH) whose processes ("elements") take tasks from the pack's queue until it is empty, each
+task in a child process of its own, in parallel up to the element's CPUs (runner.run_queue). A foreach of trivial
+tasks costs about one job; long tasks spread over the elements as they start. A task keeps its own directory, log,
+outcome, retry and cancel: a cancel takes it out of the queue, or stops its child process, and stops the whole
+launch once none of its tasks is left.
+
+Remote layout: `ROOT/runner-HASH.py`; per pack `ROOT/pack-XXXXXXXX/` with `queue/` (an entry per task, naming its
+directory), `claimed/` and the elements' own output; per attempt `ROOT/TASK-XXXXXX/` holding the job's files
+(shipping.JobPaths with base `DIR/task`: `task.job`, `task.started` (the element's name), `task.log`,
+`task.result`, `task.done` written last, `task.cancel`). The done file is the task's own word on its outcome, so it
+is found even after the batch system forgot the job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import codecs
+import io
+import json
 import logging
 import shlex
 import sys
+import tarfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,13 +43,20 @@ from .polled import Followed, Life, PolledExecutor, Saw, ends_with
 
 log = logging.getLogger(__name__)
 
+INLINE_RESULT = 1 << 20  # bytes of a result that come back with the poll that saw it done (larger: SFTP)
 ASK_AGAIN = 60.0  # seconds before a poll that lost its connection asks a login question again, after a refusal
 
 
 @dataclass
 class HostJob(Followed):
+    """job_id is the launch's (a Slurm job or array, a process); element the process that took the task."""
+
     directory: str = ""
+    pack: str = ""  # the pack's directory
+    entry: str = ""  # the task's name in the pack's queue
+    element: str = ""  # once it started: "JOB_INDEX" of an array, "JOB", or a pid
     offset: int = 0  # of the log, read up to
+    outcome_files: dict[str, bytes] = field(default_factory=dict)  # the done file and result, as the poll read them
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"))
 
     @property
@@ -45,7 +65,18 @@ class HostJob(Followed):
 
     @property
     def handle(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "dir": self.directory}
+        shown = {"job_id": self.job_id, "dir": self.directory, "pack": self.pack, "entry": self.entry}
+        return {**shown, "element": self.element} if self.element else shown
+
+
+@dataclass
+class Pack:
+    """The tasks of one launch still followed, and whether any failed (its directory then stays, for a look)."""
+
+    job_id: str
+    live: set[str] = field(default_factory=set)
+    failed: bool = False
+    trimmed: bool = False  # its elements that never started were stopped once every task had started
 
 
 class HostExecutor(PolledExecutor[HostJob]):
@@ -69,6 +100,8 @@ class HostExecutor(PolledExecutor[HostJob]):
         self._transport: Transport | None = None
         self._root = ""
         self._ready: asyncio.Lock | None = None
+        self._packs: dict[str, Pack] = {}  # pack directory -> its tasks
+        self._doomed: list[str] = []  # directories to remove, with the next command
 
     # --------------------------------------------------------------------------- connection
 
@@ -146,58 +179,116 @@ class HostExecutor(PolledExecutor[HostJob]):
             return command
         return "bash -lc " + shlex.quote("; ".join([*self.setup, "exec " + command]))
 
-    def runner_command(self, job: HostJob) -> str:
-        return f"{self.python} {shlex.quote(self._root + '/' + RUNNER_NAME)} run {shlex.quote(job.directory)}"
+    def runner_command(self, pack: str, limit: float = 0, most: int = 0) -> str:
+        """The command an element runs: tasks from the pack's queue (at most `most`, 0: no limit); `limit` is its
+        time limit in seconds (0: none known)."""
+        runner = shlex.quote(self._root + "/" + RUNNER_NAME)
+        return f"{self.python} {runner} pack {shlex.quote(pack)} {limit:g} {most}"
 
     # --------------------------------------------------------------------------- the polled-job hooks
 
+    def groups(self, jobs: list[Job]) -> list[list[Job]]:
+        """One pack per set of options: what a launch asks the batch system for is the same for all its tasks."""
+        packs: dict[str, list[Job]] = {}
+        for job in jobs:
+            packs.setdefault(json.dumps(job.options, sort_keys=True, default=str), []).append(job)
+        return list(packs.values())
+
     async def launch(self, jobs: list[Job]) -> list[HostJob | Exception]:
+        """Every file of the pack in one tar (one SFTP put), unpacked by the command that launches it: two round
+        trips for a pack of any size."""
         transport = await self.prepared()
+        name = f"pack-{uuid.uuid4().hex[:8]}"
+        pack = f"{self._root}/{name}"
         # a directory per attempt: a retry must not find the last attempt's outcome
-        records = [HostJob(job.task_id, directory=f"{self._root}/{job.task_id}-{uuid.uuid4().hex[:6]}") for job in jobs]
-        shipped = [pickled(envelope(job, inlined(job))) for job in jobs]
-        await asyncio.gather(*(transport.mkdir(r.directory) for r in records))
-        await asyncio.gather(*(transport.write(r.paths.job, data) for r, data in zip(records, shipped, strict=True)))
-        launched: list[HostJob | Exception] = []
+        records = [
+            HostJob(
+                job.task_id, directory=f"{self._root}/{job.task_id}-{uuid.uuid4().hex[:6]}", pack=pack, entry=f"{n:06d}"
+            )
+            for n, job in enumerate(jobs)
+        ]
+        files = {f"{name}/{path}": data for path, data in self.pack_files(pack, records, jobs[0].options).items()}
         for record, job in zip(records, jobs, strict=True):
-            try:
-                record.job_id = await self.start_job(transport, record, job.options)
-            except Exception as err:
-                launched.append(err)
-            else:
-                launched.append(record)
-        return launched
+            folder = record.directory.rsplit("/", 1)[-1]
+            files[f"{folder}/task.job"] = pickled(envelope(job, inlined(job)))
+            files[f"{name}/queue/{record.entry}"] = json.dumps(
+                {"dir": record.directory, "timeout": job.timeout}
+            ).encode()
+        folders = [name, f"{name}/queue", f"{name}/claimed"] + [r.directory.rsplit("/", 1)[-1] for r in records]
+        bundle = f"{pack}.tar"
+        await transport.write(bundle, _tar(folders, files))
+        unpack = f"tar -xf {shlex.quote(bundle)} -C {shlex.quote(self._root)} && rm -f {shlex.quote(bundle)}"
+        job_id = await self.start_pack(transport, unpack, pack, records, jobs[0].options)
+        self._packs[pack] = Pack(job_id, {r.task_id for r in records}, trimmed=len(records) == 1)
+        for record in records:
+            record.job_id = job_id
+        return list(records)
 
     async def poll(self, followed: list[HostJob]) -> dict[str, Saw]:
-        """One remote command for all jobs: the batch system's states, then each task's log size and done file."""
+        """One remote command for all jobs: the directories of finished tasks removed, the batch system's states,
+        then per task its log size, where it started, and a finished one's outcome (a small result inline)."""
         transport = await self.prepared()
         files = "; ".join(_file_report(j) for j in followed)
-        answer = await transport.run(f"{self.status_command(followed)}; echo '::files'; {files}")
+        doomed, self._doomed = self._doomed, []
+        removal = f"rm -rf {' '.join(map(shlex.quote, doomed))}; " if doomed else ""
+        answer = await transport.run(f"{removal}{self.status_command(followed)}; echo '::files'; {files}")
         status_text, _, files_text = answer.out.partition("::files\n")
         states = self.parse_status(status_text) if "::ok" in status_text else None  # None: the query failed
         by_task = {job.task_id: job for job in followed}
         said = {}
+        job = None
         for line in files_text.splitlines():
-            task_id, size, done = line.split()
+            if line.startswith("::done ") and job is not None:
+                job.outcome_files[job.paths.done] = line[len("::done ") :].encode()
+                continue
+            if line.startswith("::result ") and job is not None:
+                job.outcome_files[job.paths.result] = base64.b64decode(line[len("::result ") :])
+                continue
+            task_id, size, done, element = line.split()
             job = by_task.get(task_id)
             if job is None:
                 continue
-            state = states.get(job.job_id) if states is not None else "UNKNOWN"
-            life = self.life(state)
+            job.element = job.element or (element if element != "-" else "")
+            state = self.state(job, states)
             said[task_id] = Saw(
-                life,
-                started=life is Life.RUNNING or done == "done" or int(size) > 0,
+                self.life(state),
+                started=bool(job.element),
                 log=int(size) > job.offset,
                 outcome=done == "done",
                 detail=state,
             )
+        await self._trim(transport, followed)
         return said
+
+    async def _trim(self, transport: Transport, followed: list[HostJob]) -> None:
+        """Elements still waiting once every task of their pack has started have nothing to do: stop them, so
+        that a foreach of short tasks holds no allocation it does not use."""
+        started: dict[str, bool] = {}
+        for job in followed:
+            started[job.pack] = started.get(job.pack, True) and bool(job.element)
+        for name, all_started in started.items():
+            pack = self._packs.get(name)
+            command = self.trim_command(pack.job_id) if pack is not None and all_started and not pack.trimmed else None
+            if pack is not None and command:
+                pack.trimmed = True
+                await transport.run(command)
 
     async def read_log(self, job: HostJob, saw: Saw) -> str:
         transport = await self.prepared()
         data = await transport.read(job.paths.log, job.offset) or b""
         job.offset += len(data)
         return job.decoder.decode(data)
+
+    def state(self, job: HostJob, states: dict[str, str] | None) -> str | None:
+        """The state of the element running the task; before it started, the launch's: waiting while any of its
+        elements is not over, else the last one's (None: the system no longer knows any)."""
+        if states is None:
+            return "UNKNOWN"
+        if job.element:
+            return states.get(job.element)
+        mine = [state for name, state in states.items() if name == job.job_id or name.startswith(job.job_id + "_")]
+        waiting = [state for state in mine if state not in self.ENDED_STATES]
+        return next(iter(waiting or mine), None)
 
     def life(self, state: str | None) -> Life:
         """A job's life from its state in the batch system (None: the system no longer knows it)."""
@@ -208,20 +299,48 @@ class HostExecutor(PolledExecutor[HostJob]):
         return Life.ENDED if state is None or state in self.ENDED_STATES else Life.WAITING
 
     async def read_outcome(self, job: HostJob) -> Outcome | None:
+        """From what the poll brought along, else the files (a large result)."""
         transport = await self.prepared()
-        return await read_outcome(transport.read, job.paths, f"{self.host}:")
+
+        async def read(path: str) -> bytes | None:
+            return job.outcome_files[path] if path in job.outcome_files else await transport.read(path)
+
+        return await read_outcome(read, job.paths, f"{self.host}:")
 
     async def cancel_job(self, job: HostJob) -> None:
-        if job.job_id and self._transport is not None:
-            await self._transport.run(self.cancel_command(job))
+        """Out of the queue if it has not started, else its process stopped; the launch too once it has no task
+        left."""
+        if self._transport is None:
+            return
+        pack = self._packs.get(job.pack)
+        command = f"rm -f {shlex.quote(f'{job.pack}/queue/{job.entry}')}; touch {shlex.quote(job.paths.base)}.cancel"
+        if pack is not None and pack.live <= {job.task_id}:
+            command += f"; {self.stop_command(job)}"
+        await self._transport.run(command)
 
     async def cleanup(self, job: HostJob, ok: bool) -> None:
-        """A completed task's directory goes; a failed one's stays for a look at its files."""
-        if ok and self._transport is not None:
-            await self._transport.run(f"rm -rf {shlex.quote(job.directory)}")
+        """A completed task's directory goes, and its pack's with the last of its tasks; a failed one's stays for a
+        look at its files."""
+        pack = self._packs.get(job.pack)
+        gone = [job.directory] if ok else []
+        if pack is not None:
+            pack.live.discard(job.task_id)
+            pack.failed = pack.failed or not ok
+            if not pack.live:
+                del self._packs[job.pack]
+                gone += [] if pack.failed else [job.pack]
+        self._doomed += gone  # with the next poll's command, or now when nothing else is followed
+        if self._doomed and not self.jobs and self._transport is not None:
+            doomed, self._doomed = self._doomed, []
+            await self._transport.run("rm -rf " + " ".join(map(shlex.quote, doomed)))
 
     def restore(self, task_id: str, handle: dict[str, Any]) -> HostJob | None:
-        return HostJob(task_id, str(handle.get("job_id", "")), directory=str(handle.get("dir", "")))
+        field = {name: str(handle.get(name, "")) for name in ("job_id", "dir", "pack", "entry", "element")}
+        job = HostJob(task_id, field["job_id"], directory=field["dir"], pack=field["pack"], entry=field["entry"])
+        job.element = field["element"]
+        if job.pack:
+            self._packs.setdefault(job.pack, Pack(job.job_id)).live.add(task_id)
+        return job
 
     def poll_failed(self, err: Exception) -> float:
         if isinstance(err, AnswerRefused):  # the jobs run on; ask again later, not at every poll
@@ -230,10 +349,10 @@ class HostExecutor(PolledExecutor[HostJob]):
             return ASK_AGAIN
         return super().poll_failed(err)
 
-    async def output_tail(self, job: HostJob, name: str) -> str:
+    async def output_tail(self, path: str) -> str:
         """The end of what the job's own process printed (the shell's errors, Slurm's messages)."""
         transport = await self.prepared()
-        data = await transport.read(job.paths.beside(name)) or b""
+        data = await transport.read(path) or b""
         return ends_with(data.decode(errors="replace"))
 
     async def reach(self) -> str | None:
@@ -254,8 +373,15 @@ class HostExecutor(PolledExecutor[HostJob]):
     RUNNING_STATES: frozenset[str] = frozenset()
     ENDED_STATES: frozenset[str] = frozenset()
 
-    async def start_job(self, transport: Transport, job: HostJob, options: dict[str, Any]) -> str:
-        """Start the job whose files are in place; returns the system's id for it."""
+    def pack_files(self, pack: str, jobs: list[HostJob], options: dict[str, Any]) -> dict[str, bytes]:
+        """The kind's own files in the pack's directory (a job script), by name."""
+        return {}
+
+    async def start_pack(
+        self, transport: Transport, unpack: str, pack: str, jobs: list[HostJob], options: dict[str, Any]
+    ) -> str:
+        """Run `unpack` (it puts the pack's files in place), then launch the elements that run the pack; returns
+        the system's id for the launch."""
         raise NotImplementedError
 
     def status_command(self, jobs: list[HostJob]) -> str:
@@ -265,14 +391,42 @@ class HostExecutor(PolledExecutor[HostJob]):
     def parse_status(self, text: str) -> dict[str, str]:
         raise NotImplementedError
 
-    def cancel_command(self, job: HostJob) -> str:
+    def stop_command(self, job: HostJob) -> str:
+        """Shell that stops the task's whole launch."""
         raise NotImplementedError
+
+    def trim_command(self, job_id: str) -> str | None:
+        """Shell that stops a launch's elements that have not started (None: it has no such elements)."""
+        return None
+
+
+def _tar(folders: list[str], files: dict[str, bytes]) -> bytes:
+    """A tar of these folders (mode 0700) and files (0600), names relative to the remote root."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        for folder in folders:
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o700, int(time.time())
+            tar.addfile(info)
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(content), 0o600, int(time.time())
+            tar.addfile(info, io.BytesIO(content))
+    return data.getvalue()
 
 
 def _file_report(job: HostJob) -> str:
-    """Shell that prints `TASK LOG_SIZE done|-` for one job. The done file is looked for first: when it is there,
-    the log it follows is complete, and the size read after it is the whole log's."""
-    paths = job.paths
-    done = f"d=$(test -e {shlex.quote(paths.done)} && echo done || echo -)"
-    size = f"$(stat -c %s {shlex.quote(paths.log)} 2>/dev/null || echo 0)"
-    return f"{done}; printf '%s %s %s\\n' {shlex.quote(job.task_id)} {size} \"$d\""
+    """Shell that prints `TASK LOG_SIZE done|- ELEMENT|-` for one task, then for a finished one `::done JSON` and
+    (up to INLINE_RESULT bytes) `::result BASE64`. The done file is looked for first: when it is there, the log it
+    follows is complete, and the size read after it is the whole log's."""
+    base = shlex.quote(job.paths.base)
+    done = f"d=$(test -e {base}.done && echo done || echo -)"
+    started = f"e=$(cat {base}.started 2>/dev/null)"
+    size = f"$(stat -c %s {base}.log 2>/dev/null || echo 0)"
+    report = f'printf \'%s %s %s %s\\n\' {shlex.quote(job.task_id)} {size} "$d" "${{e:--}}"'
+    result = (
+        f"r=$(stat -c %s {base}.result 2>/dev/null || echo -1); "
+        f"if [ $r -ge 0 ] && [ $r -le {INLINE_RESULT} ]; then printf '::result '; base64 -w0 {base}.result; echo; fi"
+    )
+    outcome = f"if [ $d = done ]; then printf '::done %s\\n' \"$(tr -d '\\n' < {base}.done)\"; {result}; fi"
+    return f"{done}; {started}; {report}; {outcome}"

@@ -14,7 +14,7 @@ from ..models import Option, option_table, parse_bool, parse_count
 from ..shipping import LaunchError
 from ..transport import Transport, TransportError
 from .hosts import HostExecutor, HostJob
-from .polled import Saw
+from .polled import TAIL, Saw, ends_with
 
 _SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$|^\d+-\d+$")
 
@@ -57,12 +57,28 @@ SBATCH: dict[Any, dict[str, tuple[str, str]]] = {
 }
 
 
+def seconds(text: str) -> int:
+    """A Slurm time limit in seconds: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
+    days, _, clock = text.rpartition("-")
+    parts = [int(part) for part in clock.split(":")]
+    if days:  # D-HH[:MM[:SS]]
+        parts += [0] * (3 - len(parts))
+    elif len(parts) < 3:  # MM or MM:SS
+        parts = [0, *parts, *([0] * (2 - len(parts)))]
+    hours, minutes, secs = parts
+    return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + secs
+
+
+MAX_ELEMENTS = 64  # array elements of one pack: more tasks share them
+
+
 class SlurmExecutor(HostExecutor):
     kind = "slurm"
     options = option_table(
         *(Option(name, parse, *about) for parse, named in SBATCH.items() for name, about in named.items()),
         Option("exclusive", parse_bool, "whole nodes only", "true"),
         Option("sbatch_args", _shell_words, "more sbatch arguments, as on the command line", "'--mail-type=END'"),
+        Option("pack", parse_count, "most tasks one job (array element) runs; default: as many as it can take", "1"),
     )
     RUNNING_STATES = frozenset({"RUNNING", "COMPLETING"})
     ENDED_STATES = frozenset(
@@ -79,48 +95,58 @@ class SlurmExecutor(HostExecutor):
         }
     )
 
-    def script(self, job: HostJob, options: dict[str, Any]) -> str:
-        lines = [
-            "#!/bin/bash",
-            f"#SBATCH --job-name=hetflow-{job.task_id}",
-            f"#SBATCH --output={job.paths.beside('slurm.out')}",
-        ]
+    def script(self, pack: str, elements: int, options: dict[str, Any]) -> str:
+        output = f"{pack}/slurm-%A_%a.out" if elements > 1 else f"{pack}/slurm-%j.out"  # slurm-ELEMENT.out
+        lines = ["#!/bin/bash", f"#SBATCH --job-name={self.job_name(pack)}", f"#SBATCH --output={output}"]
+        if elements > 1:
+            lines.append(f"#SBATCH --array=0-{elements - 1}")
         flags = [name for named in SBATCH.values() for name in named if name in options]
         lines += [f"#SBATCH --{name.replace('_', '-')}={options[name]}" for name in flags]
         if options.get("exclusive"):
             lines.append("#SBATCH --exclusive")
-        lines += [f"cd {shlex.quote(job.directory)}", *self.setup, f"exec {self.runner_command(job)}"]
+        limit = seconds(options["time"]) if "time" in options else 0
+        command = self.runner_command(pack, limit, options.get("pack", 0))
+        lines += [f"cd {shlex.quote(pack)}", *self.setup, f"exec {command}"]
         return "\n".join(lines) + "\n"
 
-    async def start_job(self, transport: Transport, job: HostJob, options: dict[str, Any]) -> str:
-        path = job.paths.beside("job.sbatch")
-        await transport.write(path, self.script(job, options).encode())
+    def pack_files(self, pack: str, jobs: list[HostJob], options: dict[str, Any]) -> dict[str, bytes]:
+        """The job script: a job for one task, else a job array whose elements take the pack's tasks (at most
+        `pack` each, when set; else one element per task up to MAX_ELEMENTS; those still pending once every task
+        has started are cancelled)."""
+        most = options.get("pack", 0)
+        elements = min(len(jobs), MAX_ELEMENTS) if not most else -(-len(jobs) // most)
+        return {"job.sbatch": self.script(pack, elements, options).encode()}
+
+    async def start_pack(
+        self, transport: Transport, unpack: str, pack: str, jobs: list[HostJob], options: dict[str, Any]
+    ) -> str:
+        path = f"{pack}/job.sbatch"
         extra = " ".join(shlex.quote(word) for word in shlex.split(options.get("sbatch_args", "")))
         try:
-            answer = await transport.run(f"sbatch --parsable {extra} {shlex.quote(path)}", retry=False)
+            answer = await transport.run(f"{unpack} && sbatch --parsable {extra} {shlex.quote(path)}", retry=False)
         except TransportError:
             # the answer was lost with the connection, but the job may have gone through: look for it by name
-            found = await transport.run(f"squeue -h --states=all -n {self.job_name(job)} -o %i")
+            found = await transport.run(f"squeue -h --states=all -n {self.job_name(pack)} -o %F")
             if found.out.split():
                 return found.out.split()[0]
             raise
         if answer.code:
             raise LaunchError(f"sbatch refused the job: {answer.err.strip() or answer.out.strip()}")
         job_id = answer.out.strip().split(";")[0]
-        if not re.fullmatch(r"\d+(_\d+)?", job_id):
+        if not re.fullmatch(r"\d+", job_id):
             raise LaunchError(f"sbatch answered {answer.out.strip()!r}, not a job id")
         return job_id
 
     @staticmethod
-    def job_name(job: HostJob) -> str:
-        """Unique per attempt (the attempt's directory), so a lookup by name finds this attempt's job only."""
-        return "hetflow-" + job.directory.rsplit("/", 1)[-1]
+    def job_name(pack: str) -> str:
+        """Unique per pack (its directory), so a lookup by name finds this launch only."""
+        return "hetflow-" + pack.rsplit("/", 1)[-1]
 
     def status_command(self, jobs: list[HostJob]) -> str:
-        ids = ",".join(j.job_id for j in jobs if j.job_id)
+        ids = ",".join(sorted({j.job_id for j in jobs if j.job_id}))
         # squeue fails on ids Slurm has forgotten: its answer still counts (those jobs are gone); any other failure
         # (the controller is down) prints no ::ok, and nothing is concluded this cycle
-        query = f"squeue -h --states=all -j {ids} -o '%i %T' 2>&1"
+        query = f"squeue -h -r --states=all -j {ids} -o '%i %T' 2>&1"  # -r: an array's elements, one a line
         return (
             f"out=$({query}); code=$?; printf '%s\\n' \"$out\"; "
             "if [ $code -eq 0 ] || printf '%s' \"$out\" | grep -q 'Invalid job id'; then echo ::ok; fi"
@@ -130,13 +156,17 @@ class SlurmExecutor(HostExecutor):
         words = (line.split() for line in text.splitlines())
         return {w[0]: w[1] for w in words if len(w) == 2 and re.fullmatch(r"\d+(_\d+)?", w[0])}
 
-    def cancel_command(self, job: HostJob) -> str:
+    def stop_command(self, job: HostJob) -> str:
         return f"scancel {shlex.quote(job.job_id)}"
+
+    def trim_command(self, job_id: str) -> str:
+        return f"scancel --state=PENDING {shlex.quote(job_id)}"
 
     async def why_ended(self, job: HostJob, saw: Saw) -> str:
         transport = await self.prepared()
-        shown = await transport.run(f"scontrol -o show job {shlex.quote(job.job_id)}")
-        fields = dict(re.findall(r"(\w+)=(\S*)", shown.out))
+        which = job.element or job.job_id
+        shown = await transport.run(f"scontrol -o show job {shlex.quote(which)}")
+        fields = dict(re.findall(r"(\w+)=(\S*)", shown.out.partition("\n")[0]))
         final = fields.get("JobState", saw.detail or "gone")
         detail = (
             f"reason {fields.get('Reason', '?')}, exit code {fields.get('ExitCode', '?')}"
@@ -144,7 +174,10 @@ class SlurmExecutor(HostExecutor):
             else ("Slurm no longer knows it")
         )
         hint = " (it reached its time limit: ask for more with time=...)" if final == "TIMEOUT" else ""
+        if not job.element:  # what its elements said: a timeout that does not fit, the shell's errors
+            said = await transport.run(f"tail -q -c {TAIL} {shlex.quote(job.pack)}/slurm-*.out 2>/dev/null")
+            return f"Slurm job {which} ended as {final} ({detail}) before the task started{hint}" + ends_with(said.out)
         return (
-            f"Slurm job {job.job_id} ended as {final} ({detail}) before the task wrote its outcome{hint}"
-            + await self.output_tail(job, "slurm.out")
+            f"Slurm job {which} ended as {final} ({detail}) before the task wrote its outcome{hint}"
+            + await self.output_tail(f"{job.pack}/slurm-{which}.out")
         )

@@ -1,4 +1,4 @@
-"""`ssh`: a task runs as a process on the host, started in its own session and followed by pid."""
+"""`ssh`: a pack of tasks runs as one process on the host, started in its own session and followed by pid."""
 
 from __future__ import annotations
 
@@ -16,11 +16,14 @@ class SSHExecutor(HostExecutor):
     RUNNING_STATES = frozenset({"alive"})
     ENDED_STATES = frozenset({"gone"})
 
-    async def start_job(self, transport: Transport, job: HostJob, options: dict[str, Any]) -> str:
-        directory = shlex.quote(job.directory)
-        command = self.with_setup(self.runner_command(job))
+    async def start_pack(
+        self, transport: Transport, unpack: str, pack: str, jobs: list[HostJob], options: dict[str, Any]
+    ) -> str:
+        """One process for the pack, in its own session (a cancel stops it and what it started)."""
+        where = shlex.quote(pack)
+        command = self.with_setup(self.runner_command(pack))
         answer = await transport.run(
-            f"cd {directory} || exit 1; nohup setsid {command} > {directory}/runner.out 2>&1 < /dev/null & echo $!",
+            f"{unpack} && cd {where} || exit 1; nohup setsid {command} > {where}/runner.out 2>&1 < /dev/null & echo $!",
             retry=False,
         )
         pid = answer.out.strip()
@@ -37,9 +40,9 @@ class SSHExecutor(HostExecutor):
     def parse_status(self, text: str) -> dict[str, str]:
         return dict(line.split()[:2] for line in text.splitlines() if len(line.split()) == 2)
 
-    def cancel_command(self, job: HostJob) -> str:
+    def stop_command(self, job: HostJob) -> str:
         return f"kill -TERM -- -{int(job.job_id)} 2>/dev/null; kill -TERM {int(job.job_id)} 2>/dev/null; true"
 
     async def why_ended(self, job: HostJob, saw: Saw) -> str:
         ended = f"the task's process {job.job_id} on {self.host} ended without an outcome"
-        return ended + await self.output_tail(job, "runner.out")
+        return ended + await self.output_tail(f"{job.pack}/runner.out")
