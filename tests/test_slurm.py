@@ -53,6 +53,8 @@ def executors(cluster: dict[str, str], root: Path) -> dict[str, dict]:
         "slurm-old-python": {"kind": "slurm", **over_ssh, "python": "/usr/bin/python3"},
         "slurm-setup": {"kind": "slurm", **over_ssh, "setup": ["export HETFLOW_SITE=from-setup"]},
         "slurm-forbidden": {"kind": "slurm", **over_ssh, "remote_root": "/opt/hetflow-forbidden"},
+        # polls so rarely that only what the follower pushes can bring a task back in time
+        "slurm-warm": {"kind": "slurm", **over_ssh, "poll_interval": 30, "keep_alive": 5},
     }
 
 
@@ -391,3 +393,24 @@ def test_an_ssh_foreach_runs_as_one_process_in_parallel(kernel: Kernel) -> None:
     ).check()
     assert len(set(kernel.value("driver"))) == 1, "the foreach ran as more than one process"
     assert out.duration < 3.5, f"{out.duration:.1f} s: the 4 one-second tasks did not run side by side"
+
+
+# --------------------------------------------------------------------------- warm allocations, pushed outcomes
+
+
+def test_a_warm_allocation_takes_the_next_cells_and_exits_once_idle(kernel: Kernel, cluster: dict[str, str]) -> None:
+    """keep_alive=5 on an executor that polls every 30 s: each cell comes back at once (pushed by the follower),
+    the second runs in the first one's job without a new sbatch, and the job leaves squeue once idle."""
+    cell = "%%remote executor=slurm-warm cache=false\nimport os\nwarm_job = os.environ['SLURM_JOB_ID']\n"
+    first = kernel.run(cell).check()
+    job = kernel.value("warm_job")
+    second = kernel.run(cell).check()
+    assert kernel.value("warm_job") == job, "the second cell went out as a new sbatch"
+    assert first.duration < 10 and second.duration < 2, (first.duration, second.duration)
+    ended = time.monotonic()
+    time.sleep(2)
+    assert job in squeue(cluster), "the allocation did not wait for more tasks"
+    wait_until(lambda: job not in squeue(cluster), timeout=15, what="the idle allocation to exit")
+    assert time.monotonic() - ended >= 5 - 0.5
+    third = kernel.run(cell).check()  # a new allocation, found closed and replaced
+    assert kernel.value("warm_job") != job and third.duration < 10

@@ -7,7 +7,8 @@ hash of the upstream result, read from a path or handed over as bytes). The runn
 deleted names) or an error description that needs no unpickling.
 
     python -m hetflow_server.runner serve CMD_FD EVENT_FD SPOOL [PROVIDER]  # a warm worker fed tasks over a pipe
-    python runner.py pack PACK LIMIT MOST                         # tasks from PACK/queue, each DIR/task.job (remote)
+    python runner.py pack PACK LIMIT MOST KEEP_ALIVE              # tasks from PACK/queue, each DIR/task.job (remote)
+    python runner.py follow INLINE                                # watch task directories for the engine (remote)
     python runner.py s3 MANIFEST_URI                              # one task from and to S3 (a container)
     python runner.py versions                                     # "PY_MAJOR.PY_MINOR CLOUDPICKLE_VERSION"
 
@@ -18,6 +19,7 @@ the code what the job's context asks for (a quantum device, kept warm between ta
 from __future__ import annotations
 
 import ast
+import base64
 import builtins
 import contextlib
 import hashlib
@@ -26,6 +28,7 @@ import json
 import linecache
 import os
 import pickle
+import select
 import signal
 import struct
 import sys
@@ -392,10 +395,15 @@ def _cpus() -> int:
 
 
 def _claim(pack: str, deadline: float, passed: set[str]) -> dict[str, Any] | None:
-    """The next task of the pack's queue, taken by an atomic rename (other elements take from the same queue); a
-    task whose timeout does not fit before this element's deadline is left to another (and noted in `passed`)."""
+    """The next task of the pack's queue (or, once it is closed, of what it held), taken by an atomic rename (other
+    elements take from the same queue); an entry still being written (`.part`) is not ready, and a task whose
+    timeout does not fit before this element's deadline is left to another (and noted in `passed`)."""
     queue = os.path.join(pack, "queue")
+    if not os.path.isdir(queue):
+        queue += ".closed"
     for name in sorted(set(os.listdir(queue)) - passed):
+        if name.endswith(".part"):
+            continue
         claimed = os.path.join(pack, "claimed", name)
         try:
             os.rename(os.path.join(queue, name), claimed)
@@ -438,24 +446,31 @@ def _start(directory: str, element: str) -> int:
 def _ended(directory: str, status: int) -> None:
     """A child that exited without leaving its outcome (killed, out of memory): its done file says how."""
     base = os.path.join(directory, "task")
-    if os.path.exists(base + ".done") or os.path.exists(base + ".cancel"):
-        return
+    if not os.path.isdir(directory) or os.path.exists(base + ".done") or os.path.exists(base + ".cancel"):
+        return  # its outcome is there (or already collected and removed), or it was stopped
     how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit code {os.WEXITSTATUS(status)}"
     error = {"type": "WorkerDied", "message": f"the task's process on {os.uname().nodename} ended with {how}"}
     _write_atomically(base + ".done", done_record(None, error))
 
 
-def run_queue(pack: str, limit: float = 0.0, most: int = 0) -> None:
+def run_queue(pack: str, limit: float = 0.0, most: int = 0, keep_alive: float = 0.0) -> None:
     """A pack: run tasks from `PACK/queue` (each entry names a task directory) until it is empty, or `most` ran
     (0: no limit), in parallel up to the CPUs this process may use, each in a child process, stopping one whose
     `DIR/task.cancel` appears. `limit` is the allocation's time limit in seconds (0: none): a task that declares a
-    longer timeout than what is left is left to another element."""
+    longer timeout than what is left is left to another element.
+
+    A warm allocation (`keep_alive` seconds): once idle, wait that long for more tasks in the queue (never into the
+    last tenth of the time limit). Then close the queue (rename it to `queue.closed`: the engine's next tasks fail
+    to arrive there and go to a new launch), run what arrived meanwhile, and exit."""
     element = _element()
     parallel = int(os.environ.get("SLURM_CPUS_ON_NODE") or _cpus())  # what Slurm gave this element, else this host's
     left = most or float("inf")
-    deadline = time.monotonic() + limit if limit else float("inf")
+    started = time.monotonic()
+    deadline = started + limit if limit else float("inf")
+    idle_until = deadline - limit / 10 if limit else float("inf")
     running: dict[int, str] = {}  # pid -> task directory
     passed: set[str] = set()  # queue entries whose timeouts do not fit here
+    idle_since = started
     while True:
         for pid, directory in list(running.items()):
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -471,9 +486,70 @@ def run_queue(pack: str, limit: float = 0.0, most: int = 0) -> None:
                 running[_start(entry["dir"], element)] = entry["dir"]
                 left -= 1
             continue
-        if not running:
+        now = time.monotonic()
+        if running:
+            idle_since = now
+        elif left <= 0 or not os.path.isdir(os.path.join(pack, "queue")):
             return
+        elif now - idle_since >= keep_alive or now >= idle_until:
+            with contextlib.suppress(FileNotFoundError):  # another element closed it first
+                os.rename(os.path.join(pack, "queue"), os.path.join(pack, "queue.closed"))
+            continue  # what arrived before the close still runs
         time.sleep(PACK_TICK)
+
+
+FOLLOW_TICK = 0.01  # seconds between two looks at few followed tasks (more tasks: longer, up to 0.5 s)
+
+
+def _read(path: str, offset: int = 0) -> bytes | None:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def follow_tasks(inline: int) -> None:
+    """Beside the batch system, for the engine over one long-lived channel: watch the task directories named on
+    stdin (`watch TASK BASE LOG_OFFSET`, `forget TASK`) and print what changes, as JSON lines: a task's start (its
+    element), new log bytes (base64, with their offset) and its outcome (the done file, and a result up to `inline`
+    bytes). Ends when stdin closes (the engine went away)."""
+    watched: dict[str, dict[str, Any]] = {}
+    buffered = b""
+
+    def emit(**event: Any) -> None:
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
+
+    while True:
+        tick = min(0.5, FOLLOW_TICK * max(1, len(watched) // 20))
+        if select.select([0], [], [], tick)[0]:
+            data = os.read(0, 1 << 16)
+            if not data:
+                return
+            *lines, buffered = (buffered + data).split(b"\n")
+            for words in (line.decode().split() for line in lines):
+                if len(words) == 4 and words[0] == "watch":
+                    watched[words[1]] = {"base": words[2], "offset": int(words[3]), "started": False}
+                elif len(words) == 2 and words[0] == "forget":
+                    watched.pop(words[1], None)
+        for task, seen in list(watched.items()):
+            base = seen["base"]
+            done = _read(base + ".done")  # first: the log it follows is then complete
+            element = None if seen["started"] else _read(base + ".started")
+            if element:
+                seen["started"] = True
+                emit(task=task, started=element.decode())
+            log = _read(base + ".log", seen["offset"])
+            if log:
+                emit(task=task, log=base64.b64encode(log).decode(), offset=seen["offset"])
+                seen["offset"] += len(log)
+            if done is not None:
+                size = os.path.getsize(base + ".result") if os.path.exists(base + ".result") else -1
+                result = _read(base + ".result") if 0 <= size <= inline else None
+                emit(task=task, done=done.decode(), result=base64.b64encode(result).decode() if result else None)
+                del watched[task]
 
 
 def _provider(name: str) -> Provide:
@@ -602,8 +678,11 @@ def main(argv: list[str]) -> int:
     if len(argv) in (4, 5) and argv[0] == "serve":
         serve(int(argv[1]), int(argv[2]), argv[3], *argv[4:])
         return 0
-    if len(argv) == 4 and argv[0] == "pack":
-        run_queue(argv[1], float(argv[2]), int(argv[3]))
+    if len(argv) == 5 and argv[0] == "pack":
+        run_queue(argv[1], float(argv[2]), int(argv[3]), float(argv[4]))
+        return 0
+    if len(argv) == 2 and argv[0] == "follow":
+        follow_tasks(int(argv[1]))
         return 0
     if len(argv) == 2 and argv[0] == "s3":
         return run_s3(argv[1])

@@ -27,6 +27,10 @@ T = TypeVar("T")
 RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
+class NoSuchPath(LookupError):
+    """A file or directory to write or rename is not there (any more): final for that path, not a dropped link."""
+
+
 @dataclass
 class Completed:
     code: int
@@ -34,13 +38,31 @@ class Completed:
     err: str
 
 
+class Stream:
+    """A long-lived command: lines sent to its stdin, lines read from its stdout (None once it ended)."""
+
+    def __init__(self, send: Callable[[bytes], Any], stop: Callable[[], Any]):
+        self.lines: asyncio.Queue[str | None] = asyncio.Queue()
+        self.reader: asyncio.Task[None] | None = None  # what fills `lines`, where it is a task of the loop
+        self._send, self._stop = send, stop
+
+    def send(self, line: str) -> None:
+        self._send((line + "\n").encode())
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stop()
+
+
 class Transport(Protocol):
     description: str
 
     async def run(self, command: str, retry: bool = True) -> Completed: ...
     async def write(self, path: str, data: bytes) -> None: ...
+    async def rename(self, source: str, target: str) -> None: ...
     async def mkdir(self, path: str) -> None: ...
     async def read(self, path: str, offset: int = 0) -> bytes | None: ...
+    async def stream(self, command: str) -> Stream: ...
     async def close(self) -> None: ...
 
 
@@ -58,14 +80,37 @@ class LocalTransport:
 
     async def write(self, path: str, data: bytes) -> None:
         def write() -> None:
-            fd = os.open(os.path.expanduser(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with _missing(path):
+                fd = os.open(os.path.expanduser(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
 
         await asyncio.to_thread(write)
 
+    async def rename(self, source: str, target: str) -> None:
+        def rename() -> None:
+            with _missing(source):
+                os.rename(os.path.expanduser(source), os.path.expanduser(target))
+
+        await asyncio.to_thread(rename)
+
     async def mkdir(self, path: str) -> None:
         await asyncio.to_thread(os.makedirs, os.path.expanduser(path), 0o700, True)
+
+    async def stream(self, command: str) -> Stream:
+        proc = await asyncio.create_subprocess_shell(
+            command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        stream, stdout = Stream(proc.stdin.write, proc.kill), proc.stdout
+
+        async def pump() -> None:
+            while line := await stdout.readline():
+                stream.lines.put_nowait(line.decode(errors="replace").rstrip("\n"))
+            stream.lines.put_nowait(None)
+
+        stream.reader = asyncio.get_running_loop().create_task(pump())
+        return stream
 
     async def read(self, path: str, offset: int = 0) -> bytes | None:
         def read() -> bytes | None:
@@ -133,6 +178,14 @@ def check_certificate(text: str, now: float | None = None) -> None:
 
 # a question the server asks during login: (title, instructions, [(prompt, echo)]) -> answers
 Asker = Callable[[str, str, list[tuple[str, bool]]], list[str]]
+
+
+@contextlib.contextmanager
+def _missing(path: str) -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError:
+        raise NoSuchPath(path) from None
 
 
 @contextlib.contextmanager
@@ -373,11 +426,49 @@ class SSHTransport:
     async def write(self, path: str, data: bytes) -> None:
         def work() -> None:
             sftp = self._sftp_client()
-            with self._sftp_lock, _file_errors(self.host, path), sftp.open(path, "wb") as fh:
+            with self._sftp_lock, _missing(path), _file_errors(self.host, path), sftp.open(path, "wb") as fh:
                 fh.chmod(0o600)
                 fh.write(data)
 
         await self._call(work)
+
+    async def rename(self, source: str, target: str) -> None:
+        """An atomic rename (SFTP posix-rename): a file written elsewhere appears whole."""
+
+        def work() -> None:
+            sftp = self._sftp_client()
+            with self._sftp_lock, _missing(source), _file_errors(self.host, source):
+                sftp.posix_rename(source, target)
+
+        await self._call(work, retry=False)
+
+    async def stream(self, command: str) -> Stream:
+        """A channel of its own, beside the capped ones, read by a thread of its own (it lives as long as the
+        command)."""
+        loop = asyncio.get_running_loop()
+
+        def open_channel() -> Any:
+            channel = self._connected().open_session(timeout=self.connect_timeout)
+            channel.exec_command(command)
+            return channel
+
+        channel = await self._call(open_channel)
+        stream = Stream(channel.sendall, channel.close)
+
+        def pump() -> None:
+            buffered = b""
+            try:
+                while data := channel.recv(1 << 16):
+                    *lines, buffered = (buffered + data).split(b"\n")
+                    for line in lines:
+                        loop.call_soon_threadsafe(stream.lines.put_nowait, line.decode(errors="replace"))
+            except Exception:  # the link dropped: the stream ends
+                pass
+            with contextlib.suppress(RuntimeError):  # the loop may be closed already
+                loop.call_soon_threadsafe(stream.lines.put_nowait, None)
+
+        threading.Thread(target=pump, name=f"ssh-stream-{self.host}", daemon=True).start()
+        return stream
 
     async def mkdir(self, path: str) -> None:
         """One directory whose parent exists (SFTP: a few ms, where a command costs a channel round trip)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import codecs
+import contextlib
 import io
 import json
 import logging
@@ -35,10 +36,12 @@ from typing import Any
 from traitlets import Bool, Int, List, Unicode
 
 from .. import runner
+from ..models import Option, option_table, parse_seconds
 from ..protocol import AccessError, AnswerRefused
 from ..shipping import RUNNER_NAME, RUNNER_SOURCE, JobPaths, Outcome, envelope, inlined, pickled, read_outcome
-from ..transport import LocalTransport, SSHTransport, Transport
+from ..transport import LocalTransport, NoSuchPath, SSHTransport, Transport
 from .base import Job
+from .follower import Follower
 from .polled import Followed, Life, PolledExecutor, Saw, ends_with
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,16 @@ class HostJob(Followed):
 
 
 @dataclass
+class Warm:
+    """A warm allocation: a launch whose elements wait `keep_alive` seconds for more tasks with the same options."""
+
+    pack: str
+    job_id: str
+    tasks: int = 0  # tasks handed to it
+    used: float = field(default_factory=time.time)  # when it was last handed one
+
+
+@dataclass
 class Pack:
     """The tasks of one launch still followed, and whether any failed (its directory then stays, for a look)."""
 
@@ -79,7 +92,16 @@ class Pack:
     trimmed: bool = False  # its elements that never started were stopped once every task had started
 
 
+KEEP_ALIVE = Option(
+    "keep_alive",
+    parse_seconds,
+    "seconds a job that ran its tasks waits for more with the same options (a warm allocation); default 0",
+    "120",
+)
+
+
 class HostExecutor(PolledExecutor[HostJob]):
+    options = option_table(KEEP_ALIVE)
     host = Unicode("localhost", help="Host to reach over SSH; 'localhost' runs commands locally (login-node mode).")
     port = Int(22, help="SSH port.")
     user = Unicode("", help="SSH user (default: the engine's user).")
@@ -94,6 +116,7 @@ class HostExecutor(PolledExecutor[HostJob]):
         "~/.hetflow", help="Directory on the remote side for task files; ~ and $VARIABLES are the remote shell's."
     )
     local = Bool(False, help="Run commands locally even if a host is set (the server is on the login node).")
+    push = Bool(True, help="Follow running tasks through one long-lived command beside them, not only by polling.")
 
     def __init__(self, name: str, reporter: Any, spool: Any, **settings: Any):
         super().__init__(name, reporter, spool, **settings)
@@ -101,7 +124,9 @@ class HostExecutor(PolledExecutor[HostJob]):
         self._root = ""
         self._ready: asyncio.Lock | None = None
         self._packs: dict[str, Pack] = {}  # pack directory -> its tasks
-        self._doomed: list[str] = []  # directories to remove, with the next command
+        self._later: list[str] = []  # shell to run with the next command (removals, trims)
+        self._warm: dict[str, Warm] = {}  # the options of a pack's tasks -> the warm allocation that takes more
+        self._follower = Follower(name, self._pushed)
 
     # --------------------------------------------------------------------------- connection
 
@@ -179,11 +204,11 @@ class HostExecutor(PolledExecutor[HostJob]):
             return command
         return "bash -lc " + shlex.quote("; ".join([*self.setup, "exec " + command]))
 
-    def runner_command(self, pack: str, limit: float = 0, most: int = 0) -> str:
-        """The command an element runs: tasks from the pack's queue (at most `most`, 0: no limit); `limit` is its
-        time limit in seconds (0: none known)."""
+    def runner_command(self, pack: str, options: dict[str, Any], limit: float = 0, most: int = 0) -> str:
+        """The command an element runs: tasks from the pack's queue (at most `most`, 0: no limit; waiting
+        keep_alive seconds for more once idle); `limit` is its time limit in seconds (0: none known)."""
         runner = shlex.quote(self._root + "/" + RUNNER_NAME)
-        return f"{self.python} {runner} pack {shlex.quote(pack)} {limit:g} {most}"
+        return f"{self.python} {runner} pack {shlex.quote(pack)} {limit:g} {most} {options.get('keep_alive', 0):g}"
 
     # --------------------------------------------------------------------------- the polled-job hooks
 
@@ -195,25 +220,69 @@ class HostExecutor(PolledExecutor[HostJob]):
         return list(packs.values())
 
     async def launch(self, jobs: list[Job]) -> list[HostJob | Exception]:
+        """To the warm allocation for these options, if one takes them; the rest as a new pack."""
+        transport = await self.prepared()
+        await self._start_follower(transport)
+        key = json.dumps(jobs[0].options, sort_keys=True, default=str)
+        warm = self._warm.get(key)
+        handed: list[HostJob | Exception] = []
+        if warm is not None:
+            handed = await self._hand_to(transport, warm, jobs)
+            if len(handed) < len(jobs):  # it closed its queue: it ends, and the rest go to a new launch
+                del self._warm[key]
+                self._later.append(f"rm -rf {shlex.quote(warm.pack)}")
+        rest = jobs[len(handed) :]
+        if not rest:
+            return handed
+        records = await self._launch_pack(transport, rest)
+        if rest[0].options.get("keep_alive"):
+            self._warm[key] = Warm(records[0].pack, records[0].job_id, len(rest))
+        return [*handed, *records]
+
+    async def _hand_to(self, transport: Transport, warm: Warm, jobs: list[Job]) -> list[HostJob | Exception]:
+        """Each task's files, then its entry in the allocation's queue (written aside and renamed in, so that it
+        appears whole), until the queue is found closed. SFTP only: a few milliseconds a task."""
+        handed: list[HostJob | Exception] = []
+        for job in jobs:
+            entry = f"{time.time_ns():020d}"  # after the pack's first entries, in the order handed
+            record = HostJob(
+                job.task_id, warm.job_id, directory=self._attempt_directory(job), pack=warm.pack, entry=entry
+            )
+            queue = f"{warm.pack}/queue/{entry}"
+            try:
+                await transport.mkdir(record.directory)
+                await transport.write(record.paths.job, pickled(envelope(job, inlined(job))))
+                await transport.write(f"{queue}.part", self._entry(record, job))
+                await transport.rename(f"{queue}.part", queue)
+            except NoSuchPath:
+                return handed
+            warm.tasks, warm.used = warm.tasks + 1, time.time()
+            self._packs.setdefault(warm.pack, Pack(warm.job_id, trimmed=True)).live.add(job.task_id)
+            handed.append(record)
+        return handed
+
+    def _attempt_directory(self, job: Job) -> str:
+        # a directory per attempt: a retry must not find the last attempt's outcome
+        return f"{self._root}/{job.task_id}-{uuid.uuid4().hex[:6]}"
+
+    @staticmethod
+    def _entry(record: HostJob, job: Job) -> bytes:
+        return json.dumps({"dir": record.directory, "timeout": job.timeout}).encode()
+
+    async def _launch_pack(self, transport: Transport, jobs: list[Job]) -> list[HostJob]:
         """Every file of the pack in one tar (one SFTP put), unpacked by the command that launches it: two round
         trips for a pack of any size."""
-        transport = await self.prepared()
         name = f"pack-{uuid.uuid4().hex[:8]}"
         pack = f"{self._root}/{name}"
-        # a directory per attempt: a retry must not find the last attempt's outcome
         records = [
-            HostJob(
-                job.task_id, directory=f"{self._root}/{job.task_id}-{uuid.uuid4().hex[:6]}", pack=pack, entry=f"{n:06d}"
-            )
+            HostJob(job.task_id, directory=self._attempt_directory(job), pack=pack, entry=f"{n:06d}")
             for n, job in enumerate(jobs)
         ]
         files = {f"{name}/{path}": data for path, data in self.pack_files(pack, records, jobs[0].options).items()}
         for record, job in zip(records, jobs, strict=True):
             folder = record.directory.rsplit("/", 1)[-1]
             files[f"{folder}/task.job"] = pickled(envelope(job, inlined(job)))
-            files[f"{name}/queue/{record.entry}"] = json.dumps(
-                {"dir": record.directory, "timeout": job.timeout}
-            ).encode()
+            files[f"{name}/queue/{record.entry}"] = self._entry(record, job)
         folders = [name, f"{name}/queue", f"{name}/claimed"] + [r.directory.rsplit("/", 1)[-1] for r in records]
         bundle = f"{pack}.tar"
         await transport.write(bundle, _tar(folders, files))
@@ -222,16 +291,16 @@ class HostExecutor(PolledExecutor[HostJob]):
         self._packs[pack] = Pack(job_id, {r.task_id for r in records}, trimmed=len(records) == 1)
         for record in records:
             record.job_id = job_id
-        return list(records)
+        return records
 
     async def poll(self, followed: list[HostJob]) -> dict[str, Saw]:
         """One remote command for all jobs: the directories of finished tasks removed, the batch system's states,
         then per task its log size, where it started, and a finished one's outcome (a small result inline)."""
         transport = await self.prepared()
         files = "; ".join(_file_report(j) for j in followed)
-        doomed, self._doomed = self._doomed, []
-        removal = f"rm -rf {' '.join(map(shlex.quote, doomed))}; " if doomed else ""
-        answer = await transport.run(f"{removal}{self.status_command(followed)}; echo '::files'; {files}")
+        later, self._later = self._later, []
+        first = "".join(f"{command}; " for command in later)
+        answer = await transport.run(f"{first}{self.status_command(followed)}; echo '::files'; {files}")
         status_text, _, files_text = answer.out.partition("::files\n")
         states = self.parse_status(status_text) if "::ok" in status_text else None  # None: the query failed
         by_task = {job.task_id: job for job in followed}
@@ -257,27 +326,83 @@ class HostExecutor(PolledExecutor[HostJob]):
                 outcome=done == "done",
                 detail=state,
             )
-        await self._trim(transport, followed)
+        for name in {job.pack for job in followed}:
+            self._trim(name)
+        if self._later:
+            await self._run_later(transport)
         return said
 
-    async def _trim(self, transport: Transport, followed: list[HostJob]) -> None:
-        """Elements still waiting once every task of their pack has started have nothing to do: stop them, so
-        that a foreach of short tasks holds no allocation it does not use."""
-        started: dict[str, bool] = {}
-        for job in followed:
-            started[job.pack] = started.get(job.pack, True) and bool(job.element)
-        for name, all_started in started.items():
-            pack = self._packs.get(name)
-            command = self.trim_command(pack.job_id) if pack is not None and all_started and not pack.trimmed else None
-            if pack is not None and command:
-                pack.trimmed = True
-                await transport.run(command)
+    def _trim(self, name: str) -> None:
+        """Elements still waiting once every task of their pack has started (or ended) have nothing to do: they
+        are stopped with the next command, so that a foreach of short tasks holds no allocation it does not use."""
+        pack = self._packs.get(name)
+        if pack is None or pack.trimmed or not all(self.jobs[t].element for t in pack.live if t in self.jobs):
+            return
+        pack.trimmed = True
+        command = self.trim_command(pack.job_id)
+        if command:
+            self._later.append(command)
+
+    async def _run_later(self, transport: Transport) -> None:
+        later, self._later = self._later, []
+        await transport.run("; ".join(later))
 
     async def read_log(self, job: HostJob, saw: Saw) -> str:
         transport = await self.prepared()
-        data = await transport.read(job.paths.log, job.offset) or b""
+        start = job.offset
+        return self._logged(job, start, await transport.read(job.paths.log, start) or b"")
+
+    @staticmethod
+    def _logged(job: HostJob, start: int, data: bytes) -> str:
+        """The text of log bytes read from `start`, less what was taken meanwhile (by the poll or the follower)."""
+        if start > job.offset:  # a gap: what comes before is read by the other first
+            return ""
+        data = data[job.offset - start :]
         job.offset += len(data)
         return job.decoder.decode(data)
+
+    # --------------------------------------------------------------------------- pushed
+
+    async def _start_follower(self, transport: Transport) -> None:
+        """The follower, started again (and told of every followed task) if it is not running."""
+        if not self.push:
+            return
+        runner = shlex.quote(self._root + "/" + RUNNER_NAME)
+        try:
+            restarted = await self._follower.start(
+                transport, self.with_setup(f"{self.python} {runner} follow {INLINE_RESULT}")
+            )
+        except Exception as err:  # the poll follows them all the same
+            log.warning("hetflow %s: no follower (%s); polling", self.name, err)
+            return
+        if restarted:
+            for job in self.jobs.values():
+                self.followed(job)
+
+    def followed(self, job: HostJob) -> None:
+        self._follower.watch(job.task_id, job.paths.base, job.offset)
+
+    async def _pushed(self, event: dict[str, Any]) -> None:
+        job = self.jobs.get(str(event.get("task")))
+        if job is None:
+            return
+        if "log" in event:
+            self.report_log(job, self._logged(job, int(event["offset"]), base64.b64decode(event["log"])))
+            return
+        if "started" in event:
+            job.element = job.element or str(event["started"])
+            self._trim(job.pack)
+            await self.look(job, Saw(Life.RUNNING, started=True, log=False, outcome=False))
+        elif "done" in event:
+            job.outcome_files[job.paths.done] = str(event["done"]).encode()
+            if event.get("result"):
+                job.outcome_files[job.paths.result] = base64.b64decode(event["result"])
+            await self.look(job, Saw(Life.RUNNING, started=True, log=False, outcome=True))
+
+    async def reattach(self, task_id: str, handle: dict[str, Any]) -> None:
+        with contextlib.suppress(Exception):  # not reachable now: the poll tries again
+            await self._start_follower(await self.prepared())
+        await super().reattach(task_id, handle)
 
     def state(self, job: HostJob, states: dict[str, str] | None) -> str | None:
         """The state of the element running the task; before it started, the launch's: waiting while any of its
@@ -314,7 +439,8 @@ class HostExecutor(PolledExecutor[HostJob]):
             return
         pack = self._packs.get(job.pack)
         command = f"rm -f {shlex.quote(f'{job.pack}/queue/{job.entry}')}; touch {shlex.quote(job.paths.base)}.cancel"
-        if pack is not None and pack.live <= {job.task_id}:
+        warm = any(w.pack == job.pack for w in self._warm.values())  # it idles out by itself
+        if pack is not None and pack.live <= {job.task_id} and not warm:
             command += f"; {self.stop_command(job)}"
         await self._transport.run(command)
 
@@ -327,12 +453,14 @@ class HostExecutor(PolledExecutor[HostJob]):
             pack.live.discard(job.task_id)
             pack.failed = pack.failed or not ok
             if not pack.live:
+                self._trim(job.pack)
                 del self._packs[job.pack]
-                gone += [] if pack.failed else [job.pack]
-        self._doomed += gone  # with the next poll's command, or now when nothing else is followed
-        if self._doomed and not self.jobs and self._transport is not None:
-            doomed, self._doomed = self._doomed, []
-            await self._transport.run("rm -rf " + " ".join(map(shlex.quote, doomed)))
+                warm = any(w.pack == job.pack for w in self._warm.values())  # its queue may take more tasks
+                gone += [] if pack.failed or warm else [job.pack]
+        if gone:
+            self._later.append("rm -rf " + " ".join(map(shlex.quote, gone)))
+        if self._later and not self.jobs and self._transport is not None:  # no poll comes to take them along
+            await self._run_later(self._transport)
 
     def restore(self, task_id: str, handle: dict[str, Any]) -> HostJob | None:
         field = {name: str(handle.get(name, "")) for name in ("job_id", "dir", "pack", "entry", "element")}
@@ -361,10 +489,16 @@ class HostExecutor(PolledExecutor[HostJob]):
 
     def describe(self) -> dict[str, Any]:
         where = "local commands" if self.is_local else f"{self.user or '(agent user)'}@{self.host}:{self.port}"
-        return {**super().describe(), "host": where, "connected": self._transport is not None}
+        allocations = [
+            {"job_id": w.job_id, "tasks": w.tasks, "idle_for": round(time.time() - w.used, 1)}
+            for w in self._warm.values()
+        ]
+        shown = {**super().describe(), "host": where, "connected": self._transport is not None}
+        return {**shown, "pushed": self._follower.running, "allocations": allocations}
 
     async def close(self) -> None:
         await super().close()
+        self._follower.close()
         if self._transport is not None:
             await self._transport.close()
 

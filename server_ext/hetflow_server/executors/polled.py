@@ -121,6 +121,9 @@ class PolledExecutor(Executor, Generic[R]):
         """The record of a job a previous engine launched, from its handle; None if the handle names none."""
         raise NotImplementedError
 
+    def followed(self, job: R) -> None:
+        """The job is followed from now on (a kind that is told of changes, not only polling, says so here)."""
+
     def poll_failed(self, err: Exception) -> float:
         """A poll that failed for a reason that may pass (the network, throttling): say so; returns how long to
         wait before the next poll beyond poll_interval."""
@@ -161,6 +164,7 @@ class PolledExecutor(Executor, Generic[R]):
                 else:
                     self.jobs[job.task_id] = record
                     self.reporter.submitted(job.task_id, record.handle)
+                    self.followed(record)
         for record in cancelled:
             with contextlib.suppress(Exception):  # the task is cancelled for the scheduler all the same
                 await self._stop(record)
@@ -172,6 +176,7 @@ class PolledExecutor(Executor, Generic[R]):
             self.reporter.lost(task_id, f"its handle names no {self.kind} job: {handle}")
             return
         self.jobs[task_id] = record
+        self.followed(record)
         self.follow()
 
     # --------------------------------------------------------------------------- follow
@@ -199,19 +204,17 @@ class PolledExecutor(Executor, Generic[R]):
         if not followed:
             return
         said = await self.poll(followed)
-        await asyncio.gather(*(self._look(job, said[job.task_id]) for job in followed if job.task_id in said))
+        await asyncio.gather(*(self.look(job, said[job.task_id]) for job in followed if job.task_id in said))
 
-    async def _look(self, job: R, saw: Saw) -> None:
+    async def look(self, job: R, saw: Saw) -> None:
+        """Act on what was learned of a job: report its start, its new log, its outcome."""
         if self.jobs.get(job.task_id) is not job:  # cancelled, or run again, meanwhile
             return
         if not job.started and saw.started:
             job.started = True
             self.reporter.started(job.task_id, job.handle)
         if saw.log:
-            text = await self.read_log(job, saw)
-            if text and self.jobs.get(job.task_id) is job:
-                job.tail = (job.tail + text)[-TAIL:]
-                self.reporter.log(job.task_id, "stdout", text)
+            self.report_log(job, await self.read_log(job, saw))
         ended = saw.life is Life.ENDED
         outcome = await self.read_outcome(job) if saw.outcome or (saw.outcome is None and ended) else None
         if outcome is None and ended:
@@ -221,6 +224,11 @@ class PolledExecutor(Executor, Generic[R]):
             outcome = Outcome(None, {"type": "JobEnded", "message": message})
         if outcome is not None and self._finish(job, outcome):
             await self.cleanup(job, outcome.error is None)
+
+    def report_log(self, job: R, text: str) -> None:
+        if text and self.jobs.get(job.task_id) is job:
+            job.tail = (job.tail + text)[-TAIL:]
+            self.reporter.log(job.task_id, "stdout", text)
 
     def _finish(self, job: R, outcome: Outcome) -> bool:
         """Stop following the job and report its outcome (its files go only then: until the outcome is stored,

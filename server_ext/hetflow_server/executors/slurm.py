@@ -13,7 +13,7 @@ from typing import Any
 from ..models import Option, option_table, parse_bool, parse_count
 from ..shipping import LaunchError
 from ..transport import Transport, TransportError
-from .hosts import HostExecutor, HostJob
+from .hosts import KEEP_ALIVE, HostExecutor, HostJob
 from .polled import TAIL, Saw, ends_with
 
 _SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$|^\d+-\d+$")
@@ -79,6 +79,7 @@ class SlurmExecutor(HostExecutor):
         Option("exclusive", parse_bool, "whole nodes only", "true"),
         Option("sbatch_args", _shell_words, "more sbatch arguments, as on the command line", "'--mail-type=END'"),
         Option("pack", parse_count, "most tasks one job (array element) runs; default: as many as it can take", "1"),
+        KEEP_ALIVE,
     )
     RUNNING_STATES = frozenset({"RUNNING", "COMPLETING"})
     ENDED_STATES = frozenset(
@@ -105,7 +106,7 @@ class SlurmExecutor(HostExecutor):
         if options.get("exclusive"):
             lines.append("#SBATCH --exclusive")
         limit = seconds(options["time"]) if "time" in options else 0
-        command = self.runner_command(pack, limit, options.get("pack", 0))
+        command = self.runner_command(pack, options, limit, options.get("pack", 0))
         lines += [f"cd {shlex.quote(pack)}", *self.setup, f"exec {command}"]
         return "\n".join(lines) + "\n"
 

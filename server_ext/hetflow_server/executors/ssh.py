@@ -21,7 +21,7 @@ class SSHExecutor(HostExecutor):
     ) -> str:
         """One process for the pack, in its own session (a cancel stops it and what it started)."""
         where = shlex.quote(pack)
-        command = self.with_setup(self.runner_command(pack))
+        command = self.with_setup(self.runner_command(pack, options))
         answer = await transport.run(
             f"{unpack} && cd {where} || exit 1; nohup setsid {command} > {where}/runner.out 2>&1 < /dev/null & echo $!",
             retry=False,
