@@ -1,14 +1,17 @@
 /** The hetflow sidebar: the live workflow graph, task details and logs, executors and credentials. */
 
-import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ReactWidget } from '@jupyterlab/apputils';
+import { ILayoutRestorer, type JupyterFrontEnd, type JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette, ReactWidget } from '@jupyterlab/apputils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
 import { INotebookTracker, type NotebookPanel } from '@jupyterlab/notebook';
 import { IRenderMimeRegistry, type IRenderMime } from '@jupyterlab/rendermime';
+import { IStateDB } from '@jupyterlab/statedb';
+import type { CommandRegistry } from '@lumino/commands';
 import { Signal } from '@lumino/signaling';
 import React from 'react';
 
 import { EventStream, HetflowAPI } from './api';
+import { addTaskCommands, addToPalette, addViewCommands } from './commands';
 import { Sidebar } from './components/Sidebar';
 import { StatusLine } from './components/StatusLine';
 import { hetflowIcon } from './icon';
@@ -23,6 +26,7 @@ import '@xyflow/react/dist/style.css';
 import './sidebar.css';
 
 export const SIDEBAR_ID = 'hetflow-sidebar';
+const SELECTION_KEY = 'hetflow:selection'; // the selected task's id in the state database, kept across reloads
 
 /** Bring the task's cell into view. Cell ids are unique, so an open notebook holding the cell is found even after a
  * rename (the kernel knows the notebook by the path it had when the kernel started); else the notebook is opened. */
@@ -57,7 +61,7 @@ class StatusRenderer extends ReactWidget implements IRenderMime.IRenderer {
   private task: Task | null = null;
 
   constructor(
-    private readonly api: HetflowAPI,
+    private readonly commands: CommandRegistry,
     private readonly model: WorkflowModel
   ) {
     super();
@@ -70,7 +74,7 @@ class StatusRenderer extends ReactWidget implements IRenderMime.IRenderer {
   }
 
   protected render(): JSX.Element | null {
-    return this.task ? React.createElement(StatusLine, { api: this.api, model: this.model, initial: this.task }) : null;
+    return this.task ? React.createElement(StatusLine, { commands: this.commands, model: this.model, initial: this.task }) : null;
   }
 }
 
@@ -78,12 +82,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'hetflow:sidebar',
   description: 'The live hetflow workflow graph, task details, executors and credentials.',
   autoStart: true,
-  optional: [INotebookTracker, IDocumentManager, IRenderMimeRegistry],
+  optional: [INotebookTracker, IDocumentManager, IRenderMimeRegistry, ILayoutRestorer, ICommandPalette, IStateDB],
   activate: (
     app: JupyterFrontEnd,
     notebooks: INotebookTracker | null,
     docManager: IDocumentManager | null,
-    rendermime: IRenderMimeRegistry | null
+    rendermime: IRenderMimeRegistry | null,
+    restorer: ILayoutRestorer | null,
+    palette: ICommandPalette | null,
+    state: IStateDB | null
   ) => {
     const api = new HetflowAPI();
     const model = new WorkflowModel();
@@ -103,6 +110,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       React.createElement(Sidebar, {
         api,
         model,
+        commands: app.commands,
         connection,
         currentNotebook: () => notebooks?.currentWidget?.context.path ?? null,
         notebookChanged: notebooks?.currentChanged ?? new Signal(model),
@@ -115,12 +123,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
     widget.addClass('hetflow-panel');
     widget.disposed.connect(() => stream.dispose());
     app.shell.add(widget, 'left', { rank: 650 });
+    addTaskCommands(app.commands, api, model);
+    addViewCommands(app, model, widget, restorer);
+    if (palette) {
+      addToPalette(palette);
+    }
+    if (state) {
+      void state.fetch(SELECTION_KEY).then(id => {
+        if (typeof id === 'string' && model.selected === null) {
+          model.select(id);
+        }
+        model.selectionChanged.connect((_, selected) => void state.save(SELECTION_KEY, selected));
+      }, console.warn);
+    }
     rendermime?.addFactory(
       {
         safe: true,
         mimeTypes: [STATUS_MIME],
         defaultRank: 0,
-        createRenderer: () => new StatusRenderer(api, model)
+        createRenderer: () => new StatusRenderer(app.commands, model)
       },
       0
     );

@@ -1,4 +1,5 @@
-/** The sidebar's state: every task the engine told us of, kept current from the event socket. No React here. */
+/** The sidebar's state: every task the engine told us of, kept current from the event socket, and the selected task
+ * (shared by the sidebar, the main-area graph and the task commands). No React here. */
 
 import { Signal } from '@lumino/signaling';
 
@@ -23,7 +24,9 @@ export interface Change {
 export class WorkflowModel {
   readonly changed = new Signal<WorkflowModel, Change>(this);
   readonly logged = new Signal<WorkflowModel, { task: string; text: string }>(this);
+  readonly selectionChanged = new Signal<WorkflowModel, string | null>(this);
   private readonly tasks = new Map<string, Task>();
+  private chosen: string | null = null;
 
   get size(): number {
     return this.tasks.size;
@@ -31,6 +34,22 @@ export class WorkflowModel {
 
   get(id: string): Task | undefined {
     return this.tasks.get(id);
+  }
+
+  /** The selected task's id; it may name a task not loaded yet (a selection restored before the first load). */
+  get selected(): string | null {
+    return this.chosen;
+  }
+
+  get selectedTask(): Task | undefined {
+    return this.chosen === null ? undefined : this.tasks.get(this.chosen);
+  }
+
+  select(id: string | null): void {
+    if (id !== this.chosen) {
+      this.chosen = id;
+      this.selectionChanged.emit(id);
+    }
   }
 
   /** Replace everything (first load, or catching up after the socket was down). */

@@ -1,39 +1,7 @@
 import { layout, NODE_HEIGHT, NODE_WIDTH } from '../layout';
 import { WorkflowModel } from '../model';
-import type { Task, TaskState } from '../types';
-
-function task(id: string, state: TaskState = 'queued', extra: Partial<Task> = {}): Task {
-  return {
-    id,
-    name: `cell-${id}`,
-    state,
-    executor: 'local',
-    options: {},
-    code: 'x = 1',
-    inputs: {},
-    outputs: ['x'],
-    notebook: 'a.ipynb',
-    cell_id: `c-${id}`,
-    retries: 0,
-    timeout: null,
-    deps: [],
-    refs: {},
-    bound: {},
-    group_id: null,
-    element: null,
-    attempts: 1,
-    restarts: 0,
-    cache_key: null,
-    payload_hash: null,
-    result_hash: null,
-    error: null,
-    handle: null,
-    created: Number(id.replace(/\D/g, '')) || 0,
-    started: null,
-    finished: null,
-    ...extra
-  };
-}
+import type { TaskState } from '../types';
+import { task } from './tasks';
 
 describe('WorkflowModel', () => {
   it('applies state events incrementally and says when the graph shape changed', () => {
@@ -75,6 +43,23 @@ describe('WorkflowModel', () => {
     model.apply({ type: 'log', task: 't9', stream: 'stdout', text: 'hello\n', offset: 0 });
     expect(lines).toEqual(['t9:hello\n']);
     expect(model.size).toBe(0);
+  });
+});
+
+describe('WorkflowModel selection', () => {
+  it('announces a new selection once, and may name a task not loaded yet', () => {
+    const model = new WorkflowModel();
+    const seen: Array<string | null> = [];
+    model.selectionChanged.connect((_, id) => seen.push(id));
+    model.select('t1'); // restored from the state database before the first load
+    model.select('t1');
+    expect(model.selected).toBe('t1');
+    expect(model.selectedTask).toBeUndefined();
+    model.load([task('t1', 'running')]);
+    expect(model.selectedTask?.state).toBe('running');
+    model.select(null);
+    expect(seen).toEqual(['t1', null]);
+    expect(model.selectedTask).toBeUndefined();
   });
 });
 

@@ -1,3 +1,4 @@
+import type { CommandRegistry } from '@lumino/commands';
 import type { ISignal } from '@lumino/signaling';
 import React, { useState } from 'react';
 
@@ -13,6 +14,7 @@ import { TaskDetails } from './TaskDetails';
 export interface SidebarProps {
   api: HetflowAPI;
   model: WorkflowModel;
+  commands: CommandRegistry; // the task actions (commands.ts)
   connection: ISignal<unknown, boolean>;
   currentNotebook: () => string | null;
   notebookChanged: ISignal<unknown, unknown>;
@@ -26,7 +28,6 @@ export function Sidebar(props: SidebarProps): JSX.Element {
   const [tab, setTab] = useState<Tab>('graph');
   const [scope, setScope] = useState<'current' | 'all'>('all');
   const [states, setStates] = useState<Set<TaskState>>(new Set());
-  const [selected, setSelected] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [connected, setConnected] = useState(true);
   useSignal(props.notebookChanged);
@@ -35,9 +36,10 @@ export function Sidebar(props: SidebarProps): JSX.Element {
     return true;
   });
   useSignal(model.changed);
+  useSignal(model.selectionChanged);
   const notebook = scope === 'current' ? (props.currentNotebook() ?? '') : null;
   const view = model.view({ notebook, states });
-  const task = selected ? model.get(selected) : undefined;
+  const task = model.selectedTask;
   const toggle = (state: TaskState) => {
     const next = new Set(states);
     if (next.has(state)) {
@@ -87,8 +89,8 @@ export function Sidebar(props: SidebarProps): JSX.Element {
               {view.tasks.length} task{view.tasks.length === 1 ? '' : 's'}
             </span>
           </div>
-          <Graph view={view} selected={selected} onSelect={setSelected} />
-          {task ? <TaskDetails api={api} model={model} task={task} onGoToCell={props.goToCell} onError={setError} /> : null}
+          <Graph view={view} selected={model.selected} onSelect={id => model.select(id)} />
+          {task ? <TaskDetails api={api} model={model} commands={props.commands} task={task} onGoToCell={props.goToCell} /> : null}
         </>
       ) : null}
       {tab === 'executors' ? <Executors api={api} onError={setError} /> : null}

@@ -1,13 +1,16 @@
+import type { CommandRegistry } from '@lumino/commands';
 import React, { useEffect, useState } from 'react';
 
-import type { HetflowAPI } from '../api';
+import { ACTIONS } from '../actions';
 import { useSignal } from '../hooks';
 import type { WorkflowModel } from '../model';
 import { FINAL_STATES, type Task } from '../types';
 
-/** The cell's status line, live from the sidebar's event stream; Cancel goes through the REST API, so it works
- * while the kernel is busy waiting for the very task (a widget's comm message would wait behind it). */
-export function StatusLine({ api, model, initial }: { api: HetflowAPI; model: WorkflowModel; initial: Task }): JSX.Element {
+/** The cell's status line, live from the sidebar's event stream; Cancel (the cancel-task command) goes through the
+ * REST API, so it works while the kernel is busy waiting for the very task (a widget's comm message would wait
+ * behind it). */
+export function StatusLine(props: { commands: CommandRegistry; model: WorkflowModel; initial: Task }): JSX.Element {
+  const { commands, model, initial } = props;
   useSignal(model.changed, change => change.tasks.includes(initial.id));
   const [, tick] = useState(0);
   const task = model.get(initial.id) ?? initial;
@@ -31,7 +34,7 @@ export function StatusLine({ api, model, initial }: { api: HetflowAPI; model: Wo
       {final ? null : (
         <button
           className="jp-Button jp-mod-styled jp-mod-warn"
-          onClick={() => void api.act(task.id, 'cancel')}
+          onClick={() => void commands.execute(ACTIONS.cancel.command, { task: task.id })}
           aria-label={`cancel task ${task.name}`}
         >
           Cancel

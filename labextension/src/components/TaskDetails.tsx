@@ -1,8 +1,10 @@
+import type { CommandRegistry } from '@lumino/commands';
 import React, { useEffect, useRef, useState } from 'react';
 
+import { ACTIONS, TASK_ACTIONS } from '../actions';
 import type { HetflowAPI } from '../api';
 import type { WorkflowModel } from '../model';
-import { FINAL_STATES, type Task } from '../types';
+import type { Task } from '../types';
 
 function time(seconds: number | null): string {
   return seconds ? new Date(seconds * 1000).toLocaleTimeString() : '—';
@@ -62,19 +64,35 @@ function LiveLog({ api, model, task }: { api: HetflowAPI; model: WorkflowModel; 
 export interface TaskDetailsProps {
   api: HetflowAPI;
   model: WorkflowModel;
+  commands: CommandRegistry;
   task: Task;
   onGoToCell: (task: Task) => void;
-  onError: (message: string) => void;
 }
 
-export function TaskDetails({ api, model, task, onGoToCell, onError }: TaskDetailsProps): JSX.Element {
-  const final = FINAL_STATES.has(task.state);
-  const act = (action: 'cancel' | 'retry' | 'rerun') => () => {
-    api.act(task.id, action).then(
-      updated => model.apply({ type: 'task', task: updated.id, state: updated.state, message: null, data: updated }),
-      (err: Error) => onError(err.message)
-    );
-  };
+/** Cancel, Retry and Re-run execute the task commands on this task: enabled as the commands are. */
+function TaskActions({ commands, task }: { commands: CommandRegistry; task: Task }): JSX.Element {
+  const args = { task: task.id };
+  return (
+    <>
+      {TASK_ACTIONS.map(action => {
+        const { command, text, warn } = ACTIONS[action];
+        return (
+          <button
+            key={action}
+            className={`jp-Button jp-mod-styled${warn ? ' jp-mod-warn' : ''}`}
+            disabled={!commands.isEnabled(command, args)}
+            onClick={() => void commands.execute(command, args)}
+            aria-label={`${text.toLowerCase()} task`}
+          >
+            {text}
+          </button>
+        );
+      })}
+    </>
+  );
+}
+
+export function TaskDetails({ api, model, commands, task, onGoToCell }: TaskDetailsProps): JSX.Element {
   const job = task.handle?.job_id ?? task.handle?.pid;
   const pack = task.handle?.pack;
   const label = task.element === null || task.element === undefined ? task.name : `${task.name}[${task.element}]`;
@@ -116,20 +134,7 @@ export function TaskDetails({ api, model, task, onGoToCell, onError }: TaskDetai
         <dd>{task.id}</dd>
       </dl>
       <div className="hetflow-actions">
-        <button className="jp-Button jp-mod-styled jp-mod-warn" disabled={final} onClick={act('cancel')} aria-label="cancel task">
-          Cancel
-        </button>
-        <button
-          className="jp-Button jp-mod-styled"
-          disabled={task.state !== 'failed' && task.state !== 'cancelled'}
-          onClick={act('retry')}
-          aria-label="retry task"
-        >
-          Retry
-        </button>
-        <button className="jp-Button jp-mod-styled" disabled={!final} onClick={act('rerun')} aria-label="re-run task">
-          Re-run
-        </button>
+        <TaskActions commands={commands} task={task} />
         <button
           className="jp-Button jp-mod-styled jp-mod-accept"
           disabled={!task.notebook || !task.cell_id}
