@@ -101,7 +101,7 @@ export function addViewCommands(
     }
   });
   if (restorer) {
-    // restorer.add(sidebar, sidebar.id);
+    restorer.add(sidebar, sidebar.id);
     void restorer.restore(tracker, { command: OPEN_GRAPH, name: () => GRAPH_ID });
   }
 }
