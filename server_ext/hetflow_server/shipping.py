@@ -26,28 +26,20 @@ HEADER = runner.HEADER  # a frame on a worker's pipe: this length prefix, then a
 read_frame, write_frame = runner.read_frame, runner.write_frame
 
 
+def _file(suffix: str) -> Any:
+    return property(lambda paths: paths.base + suffix)
+
+
 @dataclass(frozen=True)
 class JobPaths:
     """Every file of one attempt at a task, named from one base: `DIR/task` in a remote directory, `SPOOL/TASK` in
     a local spool, `FOLDER/TASK` under an S3 prefix. The runner writes `.log`, `.result` and, last, `.done`."""
 
     base: str
-
-    @property
-    def job(self) -> str:
-        return self.base + ".job"
-
-    @property
-    def log(self) -> str:
-        return self.base + ".log"
-
-    @property
-    def result(self) -> str:
-        return self.base + ".result"
-
-    @property
-    def done(self) -> str:
-        return self.base + ".done"
+    job = _file(".job")  # the runner's input (the envelope, pickled)
+    log = _file(".log")
+    result = _file(".result")
+    done = _file(".done")  # JSON: the error, or the result's sha256
 
     @property
     def directory(self) -> str:
