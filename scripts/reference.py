@@ -171,7 +171,10 @@ def executor_section(missing: list[str]) -> list[str]:
         names = set(cls.class_traits()) - set(Executor.class_traits())  # `name` is the key in c.Hetflow.executors
         rows = trait_rows(cls, names, missing, lambda name: f"`{name}`")
         summary = doc(first_paragraph(module.__doc__), f"{cls.__module__} (module docstring)", missing)
-        lines += [f"### `{kind}`", "", summary, "", f"Settings of `{cls.__module__}.{cls.__name__}`:", ""]
+        lines += [f"### `{kind}`", "", summary, ""]
+        if cls.__dict__.get("__doc__"):  # how the kind behaves, for its users (packing, warm allocations)
+            lines += [inspect.cleandoc(cls.__doc__ or ""), ""]
+        lines += [f"Settings of `{cls.__module__}.{cls.__name__}`:", ""]
         lines += [*table(["setting", "type", "default", "defined in", "meaning"], rows)]
         if cls.options:
             lines += [

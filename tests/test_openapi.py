@@ -16,7 +16,13 @@ SPEC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 METHODS = ("get", "post", "put", "delete", "patch", "head", "options")
 ACTIONS = re.compile(r"\((\w+(?:\|\w+)+)\)")
 # the groups of route_table() in order of appearance, by what precedes them
-PARAMS = {"tasks/": "task", "executors/": "name", "credentials/": "name", "prompts/": "prompt"}
+PARAMS = {
+    "tasks/": "task",
+    "executors/": "name",
+    "allocations/": "allocation",
+    "credentials/": "name",
+    "prompts/": "prompt",
+}
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pickle
 from pathlib import Path
 
 import cloudpickle
+import pytest
 
 from engines import outputs, payload
 from hetflow_server import runner
@@ -67,3 +68,14 @@ def test_the_remote_reader_checks_the_hash_too_and_names_where_the_result_was(tm
     assert outcome is not None and outcome.error and outcome.error["type"] == "IntegrityError"
     assert f"cluster:{paths.result}" in outcome.error["message"]
     assert asyncio.run(read_outcome(read, JobPaths(str(tmp_path / "never-ran")), "cluster:")) is None
+
+
+def test_a_pack_runner_outlives_a_task_directory_removed_while_it_reaps_the_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine removes a completed task's directory as soon as it has the outcome; the element reaping that
+    task's process just after must not die of it (it would take the rest of its pack with it)."""
+    gone = tmp_path / "collected"
+    monkeypatch.setattr(runner.os.path, "isdir", lambda path: True)  # it was there when looked at
+    runner._ended(str(gone), 9)  # a status saying the process was killed: a done file would be written
+    assert not gone.exists()

@@ -5,6 +5,7 @@ elements take them from the pack's queue; each task keeps its own log, outcome, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -55,6 +56,7 @@ def executors(cluster: dict[str, str], root: Path) -> dict[str, dict]:
         "slurm-forbidden": {"kind": "slurm", **over_ssh, "remote_root": "/opt/hetflow-forbidden"},
         # polls so rarely that only what the follower pushes can bring a task back in time
         "slurm-warm": {"kind": "slurm", **over_ssh, "poll_interval": 30, "keep_alive": 5},
+        "slurm-keep": {"kind": "slurm", **over_ssh, "keep_alive": 60},
     }
 
 
@@ -252,32 +254,42 @@ def test_sshd_restarted_mid_run_the_task_still_completes(
     assert kernel.value("through") == (["ok"] * 3 if foreach else "ok")
 
 
+@contextlib.contextmanager
+def own_server(tmp_path: Path, cluster: dict[str, str]) -> Iterator[tuple[JupyterServer, Kernel]]:
+    """A server of the test's own (it gets killed), and a kernel that outlives it."""
+    server = start_server(tmp_path / "server", cluster)
+    outside = server.outside_kernel(tmp_path / "kernel")
+    try:
+        yield server, outside
+    finally:
+        outside.shutdown()
+        server.stop()
+
+
+def run_through_an_engine_kill(server: JupyterServer, outside: Kernel, cell: str, started: Path) -> None:
+    """The cell, with the engine SIGKILLed and started again once `started` exists (its code runs)."""
+    running = outside.start(cell)
+    wait_until(started.exists, what="the task to run")
+    server.kill()
+    time.sleep(0.5)
+    server.start()
+    outside.collect(*running, timeout=120).check()
+
+
 def test_engine_killed_mid_job_reattaches_and_the_job_ran_once(
     tmp_path: Path, cluster: dict[str, str], shared: Path
 ) -> None:
-    server = start_server(tmp_path / "server", cluster)
-    outside = server.outside_kernel(tmp_path / "kernel")
     runs = shared / "runs.txt"
-    try:
-        running = outside.start(
+    with own_server(tmp_path, cluster) as (server, outside):
+        cell = (
             f"%%remote executor=slurm name=survivor cache=false\nopen({str(runs)!r}, 'a').write('run\\n')\n"
             f"{TICKS}survivor = 'done'\n"
         )
-        deadline = time.monotonic() + 30
-        while not runs.exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        server.kill()
-        time.sleep(0.5)
-        server.start()
-        outside.collect(*running, timeout=90).check()
+        run_through_an_engine_kill(server, outside, cell, runs)
         assert outside.value("survivor") == "done"
         assert runs.read_text() == "run\n", "the job ran more than once"
         history = server.json("GET", "hetflow/api/tasks/survivor")["events"]
         assert any("re-attaching" in (e["message"] or "") for e in history)
-    finally:
-        outside.shutdown()
-        server.stop()
 
 
 def test_a_retry_on_slurm_runs_again_and_does_not_reuse_the_failed_attempts_outcome(kernel: Kernel, cluster) -> None:
@@ -387,6 +399,24 @@ def test_a_task_whose_timeout_does_not_fit_in_the_time_limit_is_not_started_and_
     assert "before the task started" in out.traceback and "does not fit" in out.traceback, out.traceback
 
 
+def test_a_pack_that_reaches_its_time_limit_fails_the_task_it_was_running_with_slurms_reason(
+    kernel: Kernel, server: JupyterServer, cluster: dict[str, str]
+) -> None:
+    """Slurm's own TIMEOUT kill (time=1 minute, checked by slurmctld about every 30 s): the element's task fails
+    saying so, the other element's task completed, and nothing waits on the dead job."""
+    msg_id, execution = kernel.start(
+        "%%remote executor=slurm name=overrun cache=false time=00:01:00 foreach=n:range(2)\nimport time\n"
+        "while n == 1:\n    print('still here', flush=True)\n    time.sleep(1)\nfinished = n\n"
+    )
+    out = kernel.collect(msg_id, execution, timeout=180)
+    assert not out.ok
+    first, second = elements(server, "overrun")
+    assert first["state"] == "completed" and second["state"] == "failed", (first["state"], second["state"])
+    message = second["error"]["message"]
+    assert "ended as TIMEOUT" in message and "time limit" in message, message
+    wait_until(lambda: second["handle"]["element"] not in squeue(cluster), what="the timed-out element to go")
+
+
 def test_an_ssh_foreach_runs_as_one_process_in_parallel(kernel: Kernel) -> None:
     out = kernel.run(
         "%%remote executor=ssh cache=false foreach=n:range(4)\nimport os, time\ntime.sleep(1)\ndriver = os.getppid()\n"
@@ -414,3 +444,52 @@ def test_a_warm_allocation_takes_the_next_cells_and_exits_once_idle(kernel: Kern
     assert time.monotonic() - ended >= 5 - 0.5
     third = kernel.run(cell).check()  # a new allocation, found closed and replaced
     assert kernel.value("warm_job") != job and third.duration < 10
+
+
+def allocations(server: JupyterServer, executor: str) -> list[dict]:
+    return server.json("GET", "hetflow/api/executors")["executors"][executor]["allocations"]
+
+
+def test_a_warm_allocation_is_listed_and_cancelling_it_stops_its_job_and_fails_its_task(
+    kernel: Kernel, server: JupyterServer, cluster: dict[str, str], shared: Path
+) -> None:
+    cell = "%%remote executor=slurm-keep cache=false\nimport os\nwarm_job = os.environ['SLURM_JOB_ID']\n"
+    kernel.run(cell).check()
+    job = kernel.value("warm_job")
+    (listed,) = allocations(server, "slurm-keep")
+    assert (listed["id"], listed["nodes"], listed["running"], listed["tasks"]) == (job, ["vm"], 0, 1), listed
+    hold = shared / "allocation-hold"
+    hold.touch()
+    msg_id, execution = kernel.start(
+        "%%remote executor=slurm-keep name=held cache=false\nimport os, time\n"
+        f"held_in = os.environ['SLURM_JOB_ID']\nwhile os.path.exists({str(hold)!r}):\n    time.sleep(0.1)\n"
+    )
+    task = running_task(server, "held")
+    assert task["handle"]["job_id"] == job, "the second cell did not go to the warm allocation"
+    status, _, _ = server.request("DELETE", "hetflow/api/executors/slurm-keep/allocations/999999")
+    assert status == 404
+    answer = server.json("DELETE", f"hetflow/api/executors/slurm-keep/allocations/{job}")
+    assert answer["name"] == "slurm-keep"
+    wait_until(lambda: job not in squeue(cluster), what="the cancelled allocation to leave squeue")
+    out = kernel.collect(msg_id, execution, timeout=60)
+    hold.unlink()
+    assert not out.ok and "ended as CANCELLED" in out.traceback, out.traceback
+    wait_until(lambda: allocations(server, "slurm-keep") == [], what="the allocation to leave the list")
+    kernel.run(cell).check()  # the next cell goes to a new allocation
+    assert kernel.value("warm_job") != job
+
+
+def test_engine_killed_while_a_warm_allocation_runs_tasks_each_finishes_exactly_once(
+    tmp_path: Path, cluster: dict[str, str], shared: Path
+) -> None:
+    runs = shared / "warm-runs.txt"
+    with own_server(tmp_path, cluster) as (server, outside):
+        outside.run("%%remote executor=slurm-keep cache=false\nimport os\nwarm = os.environ['SLURM_JOB_ID']\n").check()
+        job = outside.value("warm")
+        cell = (
+            "%%remote executor=slurm-keep name=survivors cache=false foreach=n:range(3)\nimport os\n"
+            f"open({str(runs)!r}, 'a').write(f'run {{n}}\\n')\n{TICKS}ran_in = os.environ['SLURM_JOB_ID']\n"
+        )
+        run_through_an_engine_kill(server, outside, cell, runs)
+        assert outside.value("ran_in") == [job] * 3, "a task left the warm allocation"
+        assert sorted(runs.read_text().splitlines()) == ["run 0", "run 1", "run 2"], runs.read_text()

@@ -214,8 +214,19 @@ class RemoteMagics(Magics):
                 name,
                 info.pop("kind"),
                 "yes" if info.pop("healthy") else "NO",
-                " ".join(f"{k}={v}" for k, v in info.items()),
+                " ".join(f"{k}={_detail(k, v)}" for k, v in info.items()),
             ]
             for name, info in client.executors().items()
         ]
         print(display.table(rows, ["NAME", "KIND", "HEALTHY", "DETAILS"]))
+
+
+def _detail(key: str, value: Any) -> str:
+    """A value of `%remote executors`; allocations as `ID@NODES(running/tasks, idle S s)`."""
+    if key != "allocations" or not isinstance(value, list):
+        return str(value)
+    shown = [
+        f"{a['id']}@{','.join(a['nodes']) or '?'}({a['running']}/{a['tasks']} tasks, idle {a['idle_for']:g} s)"
+        for a in value
+    ]
+    return ",".join(shown) or "none"

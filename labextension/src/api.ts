@@ -95,6 +95,13 @@ export class HetflowAPI {
     return this.json(`executors/${encodeURIComponent(name)}/check`, { method: 'POST' });
   }
 
+  /** Stops a live allocation (a warm Slurm job, a pack's process); answers the executor as it is now. */
+  cancelAllocation(name: string, allocation: string): Promise<ExecutorInfo> {
+    return this.json(`executors/${encodeURIComponent(name)}/allocations/${encodeURIComponent(allocation)}`, {
+      method: 'DELETE'
+    });
+  }
+
   async credentials(): Promise<Credential[]> {
     return (await this.json<{ credentials: Credential[] }>('credentials')).credentials;
   }

@@ -88,10 +88,21 @@ export interface PromptEvent {
 
 export type EngineEvent = TaskStateEvent | LogEvent | PromptEvent;
 
+/** A launch of the slurm or ssh kind, while it runs tasks or, warm, waits for more. */
+export interface Allocation {
+  id: string;
+  nodes: string[];
+  running: number;
+  tasks: number;
+  idle_for: number;
+  keep_alive: number;
+}
+
 export interface ExecutorInfo {
   kind: string;
   healthy: boolean;
   error?: string;
+  allocations?: Allocation[];
   [detail: string]: unknown;
 }
 

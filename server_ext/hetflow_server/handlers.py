@@ -266,6 +266,16 @@ class ExecutorCheckHandler(HetflowHandler):
         self.reply({"name": name, **(await executor.check())})
 
 
+class AllocationHandler(HetflowHandler):
+    @api("write")
+    async def delete(self, name: str, allocation: str) -> None:
+        executor = self.engine.executors.get(name)
+        if executor is None:
+            raise NotFound(f"no executor is named {name!r}")
+        await executor.cancel_allocation(allocation)
+        self.reply({"name": name, **executor.describe()})
+
+
 class CredentialsHandler(HetflowHandler):
     @api("read")
     async def get(self) -> None:
@@ -397,6 +407,7 @@ def route_table() -> list[tuple[str, type]]:
         (r"hetflow/api/graph", GraphHandler),
         (r"hetflow/api/executors", ExecutorsHandler),
         (r"hetflow/api/executors/([A-Za-z0-9_.\-]+)/check", ExecutorCheckHandler),
+        (r"hetflow/api/executors/([A-Za-z0-9_.\-]+)/allocations/([A-Za-z0-9_.\-]+)", AllocationHandler),
         (r"hetflow/api/credentials", CredentialsHandler),
         (r"hetflow/api/credentials/([A-Za-z0-9_.\-]+)", CredentialHandler),
         (r"hetflow/api/prompts", PromptsHandler),

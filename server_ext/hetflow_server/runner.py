@@ -426,9 +426,10 @@ def _claim(pack: str, deadline: float, passed: set[str]) -> dict[str, Any] | Non
 
 
 def _start(directory: str, element: str) -> int:
-    """The task in a child process of its own (its own process group, so that a cancel stops what it started)."""
+    """The task in a child process of its own (its own process group, so that a cancel stops what it started);
+    `task.started` says where: `ELEMENT@NODE`."""
     with open(os.path.join(directory, "task.started"), "w") as fh:
-        fh.write(element)
+        fh.write(f"{element}@{os.environ.get('SLURMD_NODENAME') or os.uname().nodename}")  # Slurm's name for it
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         code = 0
@@ -450,7 +451,8 @@ def _ended(directory: str, status: int) -> None:
         return  # its outcome is there (or already collected and removed), or it was stopped
     how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit code {os.WEXITSTATUS(status)}"
     error = {"type": "WorkerDied", "message": f"the task's process on {os.uname().nodename} ended with {how}"}
-    _write_atomically(base + ".done", done_record(None, error))
+    with contextlib.suppress(FileNotFoundError):  # its outcome was collected and its directory removed meanwhile
+        _write_atomically(base + ".done", done_record(None, error))
 
 
 def run_queue(pack: str, limit: float = 0.0, most: int = 0, keep_alive: float = 0.0) -> None:
@@ -469,6 +471,7 @@ def run_queue(pack: str, limit: float = 0.0, most: int = 0, keep_alive: float = 
     deadline = started + limit if limit else float("inf")
     idle_until = deadline - limit / 10 if limit else float("inf")
     running: dict[int, str] = {}  # pid -> task directory
+    exits: dict[int, int] = {}  # pid -> a descriptor readable once it exited (Linux pidfd), to wake at once
     passed: set[str] = set()  # queue entries whose timeouts do not fit here
     idle_since = started
     while True:
@@ -476,6 +479,8 @@ def run_queue(pack: str, limit: float = 0.0, most: int = 0, keep_alive: float = 
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 del running[pid]
+                with contextlib.suppress(KeyError, OSError):
+                    os.close(exits.pop(pid))
                 _ended(directory, status)
             elif os.path.exists(os.path.join(directory, "task.cancel")):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -483,7 +488,10 @@ def run_queue(pack: str, limit: float = 0.0, most: int = 0, keep_alive: float = 
         entry = _claim(pack, deadline, passed) if len(running) < min(parallel, left) else None
         if entry is not None:
             if not os.path.exists(os.path.join(entry["dir"], "task.cancel")):
-                running[_start(entry["dir"], element)] = entry["dir"]
+                pid = _start(entry["dir"], element)
+                running[pid] = entry["dir"]
+                with contextlib.suppress(AttributeError, OSError):  # no pidfd here: the tick alone wakes it
+                    exits[pid] = os.pidfd_open(pid)
                 left -= 1
             continue
         now = time.monotonic()
@@ -495,7 +503,15 @@ def run_queue(pack: str, limit: float = 0.0, most: int = 0, keep_alive: float = 
             with contextlib.suppress(FileNotFoundError):  # another element closed it first
                 os.rename(os.path.join(pack, "queue"), os.path.join(pack, "queue.closed"))
             continue  # what arrived before the close still runs
-        time.sleep(PACK_TICK)
+        _wait(list(exits.values()), PACK_TICK)
+
+
+def _wait(exits: list[int], tick: float) -> None:
+    """Up to `tick` seconds, less once one of these children exits: a short task's end starts the next at once."""
+    if exits:
+        select.select(exits, [], [], tick)
+    else:
+        time.sleep(tick)
 
 
 FOLLOW_TICK = 0.01  # seconds between two looks at few followed tasks (more tasks: longer, up to 0.5 s)

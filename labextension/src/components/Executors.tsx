@@ -2,13 +2,24 @@ import React, { useEffect, useState } from 'react';
 
 import type { HetflowAPI } from '../api';
 import type { ExecutorInfo } from '../types';
+import { Allocations } from './Allocations';
+
+/** How often the panel asks again (allocations come and go, health changes). */
+export const REFRESH_MS = 2000;
 
 export function Executors({ api, onError }: { api: HetflowAPI; onError: (message: string) => void }): JSX.Element {
   const [executors, setExecutors] = useState<Record<string, ExecutorInfo>>({});
   const [checking, setChecking] = useState<string | null>(null);
   useEffect(() => {
-    api.executors().then(setExecutors, (err: Error) => onError(err.message));
+    const load = () => api.executors().then(setExecutors, (err: Error) => onError(err.message));
+    load();
+    const timer = window.setInterval(load, REFRESH_MS);
+    return () => window.clearInterval(timer);
   }, []);
+  const cancelAllocation = (name: string, id: string) =>
+    api
+      .cancelAllocation(name, id)
+      .then(info => setExecutors(all => ({ ...all, [name]: info })), (err: Error) => onError(err.message));
   const check = (name: string) => {
     setChecking(name);
     api
@@ -29,23 +40,36 @@ export function Executors({ api, onError }: { api: HetflowAPI; onError: (message
         </thead>
         <tbody>
           {Object.entries(executors).map(([name, info]) => (
-            <tr key={name} data-executor={name}>
-              <td>{name}</td>
-              <td>{info.kind}</td>
-              <td className={info.healthy ? 'hetflow-healthy' : 'hetflow-unhealthy'} title={info.error ?? ''}>
-                {info.healthy ? 'healthy' : `unhealthy${info.error ? `: ${info.error}` : ''}`}
-              </td>
-              <td>
-                <button
-                  className="jp-Button jp-mod-styled"
-                  onClick={() => check(name)}
-                  disabled={checking === name}
-                  aria-label={`check executor ${name}`}
-                >
-                  {checking === name ? 'Checking…' : 'Check'}
-                </button>
-              </td>
-            </tr>
+            <React.Fragment key={name}>
+              <tr data-executor={name}>
+                <td>{name}</td>
+                <td>{info.kind}</td>
+                <td className={info.healthy ? 'hetflow-healthy' : 'hetflow-unhealthy'} title={info.error ?? ''}>
+                  {info.healthy ? 'healthy' : `unhealthy${info.error ? `: ${info.error}` : ''}`}
+                </td>
+                <td>
+                  <button
+                    className="jp-Button jp-mod-styled"
+                    onClick={() => check(name)}
+                    disabled={checking === name}
+                    aria-label={`check executor ${name}`}
+                  >
+                    {checking === name ? 'Checking…' : 'Check'}
+                  </button>
+                </td>
+              </tr>
+              {info.allocations?.length ? (
+                <tr className="hetflow-allocations-row">
+                  <td colSpan={4}>
+                    <Allocations
+                      executor={name}
+                      allocations={info.allocations}
+                      onCancel={id => cancelAllocation(name, id)}
+                    />
+                  </td>
+                </tr>
+              ) : null}
+            </React.Fragment>
           ))}
         </tbody>
       </table>

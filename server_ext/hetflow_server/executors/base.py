@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Protocol
 from traitlets import HasTraits, Unicode
 
 from ..models import Option
-from ..protocol import AccessError, SpecError, TransportError
+from ..protocol import AccessError, NotFound, SpecError, TransportError
 from ..transport import Asker
 
 
@@ -157,6 +157,10 @@ class Executor(HasTraits):
     def holds(self, task_id: str) -> bool:
         """Whether this executor still keeps the task's result where it was computed."""
         return False
+
+    async def cancel_allocation(self, allocation: str) -> None:
+        """Stop one of the allocations `describe` lists (a kind that holds allocations of its own: Slurm, SSH)."""
+        raise NotFound(f"the {self.kind} executor {self.name!r} holds no allocations")
 
     def describe(self) -> dict[str, Any]:
         """Kind, settings and health, for `%remote executors` and the API; never a secret."""

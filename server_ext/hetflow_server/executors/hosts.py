@@ -37,7 +37,7 @@ from traitlets import Bool, Int, List, Unicode
 
 from .. import runner
 from ..models import Option, option_table, parse_seconds
-from ..protocol import AccessError, AnswerRefused
+from ..protocol import AccessError, AnswerRefused, NotFound
 from ..shipping import RUNNER_NAME, RUNNER_SOURCE, JobPaths, Outcome, envelope, inlined, pickled, read_outcome
 from ..transport import LocalTransport, NoSuchPath, SSHTransport, Transport
 from .base import Job
@@ -58,6 +58,7 @@ class HostJob(Followed):
     pack: str = ""  # the pack's directory
     entry: str = ""  # the task's name in the pack's queue
     element: str = ""  # once it started: "JOB_INDEX" of an array, "JOB", or a pid
+    node: str = ""  # the host the element runs on
     offset: int = 0  # of the log, read up to
     outcome_files: dict[str, bytes] = field(default_factory=dict)  # the done file and result, as the poll read them
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"))
@@ -69,27 +70,41 @@ class HostJob(Followed):
     @property
     def handle(self) -> dict[str, Any]:
         shown = {"job_id": self.job_id, "dir": self.directory, "pack": self.pack, "entry": self.entry}
-        return {**shown, "element": self.element} if self.element else shown
+        return {**shown, "element": self.element, "node": self.node} if self.element else shown
 
-
-@dataclass
-class Warm:
-    """A warm allocation: a launch whose elements wait `keep_alive` seconds for more tasks with the same options."""
-
-    pack: str
-    job_id: str
-    tasks: int = 0  # tasks handed to it
-    used: float = field(default_factory=time.time)  # when it was last handed one
+    def started_at(self, where: str) -> None:
+        """Where it started, from its `task.started` (`ELEMENT@NODE`), once."""
+        if not self.element and where:
+            self.element, _, self.node = where.partition("@")
 
 
 @dataclass
 class Pack:
-    """The tasks of one launch still followed, and whether any failed (its directory then stays, for a look)."""
+    """One launch (an allocation): its tasks still followed, how many it took, where they ran, whether any failed
+    (its directory then stays, for a look). With `keep_alive`, a warm allocation: its elements wait that long for
+    more tasks with the same options once idle."""
 
     job_id: str
     live: set[str] = field(default_factory=set)
+    tasks: int = 0  # tasks handed to it
+    nodes: set[str] = field(default_factory=set)
+    keep_alive: float = 0.0
+    idle_since: float = field(default_factory=time.time)  # when its last task ended
     failed: bool = False
     trimmed: bool = False  # its elements that never started were stopped once every task had started
+
+    def take(self, task_id: str) -> None:
+        self.live.add(task_id)
+        self.tasks += 1
+
+    @property
+    def idle_for(self) -> float:
+        return 0.0 if self.live else time.time() - self.idle_since
+
+    @property
+    def alive(self) -> bool:
+        """As far as the engine knows: running tasks, or idle for less than its keep_alive."""
+        return bool(self.live) or self.idle_for < self.keep_alive
 
 
 KEEP_ALIVE = Option(
@@ -123,9 +138,9 @@ class HostExecutor(PolledExecutor[HostJob]):
         self._transport: Transport | None = None
         self._root = ""
         self._ready: asyncio.Lock | None = None
-        self._packs: dict[str, Pack] = {}  # pack directory -> its tasks
+        self._packs: dict[str, Pack] = {}  # pack directory -> its launch
         self._later: list[str] = []  # shell to run with the next command (removals, trims)
-        self._warm: dict[str, Warm] = {}  # the options of a pack's tasks -> the warm allocation that takes more
+        self._warm: dict[str, str] = {}  # the options of a pack's tasks -> the warm pack that takes more
         self._follower = Follower(name, self._pushed)
 
     # --------------------------------------------------------------------------- connection
@@ -224,31 +239,29 @@ class HostExecutor(PolledExecutor[HostJob]):
         transport = await self.prepared()
         await self._start_follower(transport)
         key = json.dumps(jobs[0].options, sort_keys=True, default=str)
-        warm = self._warm.get(key)
         handed: list[HostJob | Exception] = []
-        if warm is not None:
-            handed = await self._hand_to(transport, warm, jobs)
+        if key in self._warm:
+            handed = await self._hand_to(transport, self._warm[key], jobs)
             if len(handed) < len(jobs):  # it closed its queue: it ends, and the rest go to a new launch
-                del self._warm[key]
-                self._later.append(f"rm -rf {shlex.quote(warm.pack)}")
+                self._cooled(self._warm.pop(key))
         rest = jobs[len(handed) :]
         if not rest:
             return handed
         records = await self._launch_pack(transport, rest)
         if rest[0].options.get("keep_alive"):
-            self._warm[key] = Warm(records[0].pack, records[0].job_id, len(rest))
+            self._warm[key] = records[0].pack
+            self._packs[records[0].pack].keep_alive = float(rest[0].options["keep_alive"])
         return [*handed, *records]
 
-    async def _hand_to(self, transport: Transport, warm: Warm, jobs: list[Job]) -> list[HostJob | Exception]:
+    async def _hand_to(self, transport: Transport, name: str, jobs: list[Job]) -> list[HostJob | Exception]:
         """Each task's files, then its entry in the allocation's queue (written aside and renamed in, so that it
         appears whole), until the queue is found closed. SFTP only: a few milliseconds a task."""
+        pack = self._packs[name]
         handed: list[HostJob | Exception] = []
         for job in jobs:
             entry = f"{time.time_ns():020d}"  # after the pack's first entries, in the order handed
-            record = HostJob(
-                job.task_id, warm.job_id, directory=self._attempt_directory(job), pack=warm.pack, entry=entry
-            )
-            queue = f"{warm.pack}/queue/{entry}"
+            record = HostJob(job.task_id, pack.job_id, directory=self._attempt_directory(job), pack=name, entry=entry)
+            queue = f"{name}/queue/{entry}"
             try:
                 await transport.mkdir(record.directory)
                 await transport.write(record.paths.job, pickled(envelope(job, inlined(job))))
@@ -256,10 +269,20 @@ class HostExecutor(PolledExecutor[HostJob]):
                 await transport.rename(f"{queue}.part", queue)
             except NoSuchPath:
                 return handed
-            warm.tasks, warm.used = warm.tasks + 1, time.time()
-            self._packs.setdefault(warm.pack, Pack(warm.job_id, trimmed=True)).live.add(job.task_id)
+            pack.take(job.task_id)
             handed.append(record)
         return handed
+
+    def _cooled(self, name: str) -> None:
+        """A pack no longer warm: forgotten, and its directory removed, once none of its tasks is left."""
+        pack = self._packs.get(name)
+        if pack is None:
+            return
+        pack.keep_alive = 0.0
+        if not pack.live:
+            del self._packs[name]
+            if not pack.failed:
+                self._later.append(f"rm -rf {shlex.quote(name)}")
 
     def _attempt_directory(self, job: Job) -> str:
         # a directory per attempt: a retry must not find the last attempt's outcome
@@ -288,7 +311,7 @@ class HostExecutor(PolledExecutor[HostJob]):
         await transport.write(bundle, _tar(folders, files))
         unpack = f"tar -xf {shlex.quote(bundle)} -C {shlex.quote(self._root)} && rm -f {shlex.quote(bundle)}"
         job_id = await self.start_pack(transport, unpack, pack, records, jobs[0].options)
-        self._packs[pack] = Pack(job_id, {r.task_id for r in records}, trimmed=len(records) == 1)
+        self._packs[pack] = Pack(job_id, {r.task_id for r in records}, len(records), trimmed=len(records) == 1)
         for record in records:
             record.job_id = job_id
         return records
@@ -298,8 +321,7 @@ class HostExecutor(PolledExecutor[HostJob]):
         then per task its log size, where it started, and a finished one's outcome (a small result inline)."""
         transport = await self.prepared()
         files = "; ".join(_file_report(j) for j in followed)
-        later, self._later = self._later, []
-        first = "".join(f"{command}; " for command in later)
+        first = "".join(f"{command}; " for command in self._take_later())
         answer = await transport.run(f"{first}{self.status_command(followed)}; echo '::files'; {files}")
         status_text, _, files_text = answer.out.partition("::files\n")
         states = self.parse_status(status_text) if "::ok" in status_text else None  # None: the query failed
@@ -317,7 +339,7 @@ class HostExecutor(PolledExecutor[HostJob]):
             job = by_task.get(task_id)
             if job is None:
                 continue
-            job.element = job.element or (element if element != "-" else "")
+            job.started_at(element if element != "-" else "")
             state = self.state(job, states)
             said[task_id] = Saw(
                 self.life(state),
@@ -343,9 +365,12 @@ class HostExecutor(PolledExecutor[HostJob]):
         if command:
             self._later.append(command)
 
-    async def _run_later(self, transport: Transport) -> None:
+    def _take_later(self) -> list[str]:
         later, self._later = self._later, []
-        await transport.run("; ".join(later))
+        return later
+
+    async def _run_later(self, transport: Transport) -> None:
+        await transport.run("; ".join(self._take_later()))
 
     async def read_log(self, job: HostJob, saw: Saw) -> str:
         transport = await self.prepared()
@@ -390,7 +415,7 @@ class HostExecutor(PolledExecutor[HostJob]):
             self.report_log(job, self._logged(job, int(event["offset"]), base64.b64decode(event["log"])))
             return
         if "started" in event:
-            job.element = job.element or str(event["started"])
+            job.started_at(str(event["started"]))
             self._trim(job.pack)
             await self.look(job, Saw(Life.RUNNING, started=True, log=False, outcome=False))
         elif "done" in event:
@@ -439,9 +464,8 @@ class HostExecutor(PolledExecutor[HostJob]):
             return
         pack = self._packs.get(job.pack)
         command = f"rm -f {shlex.quote(f'{job.pack}/queue/{job.entry}')}; touch {shlex.quote(job.paths.base)}.cancel"
-        warm = any(w.pack == job.pack for w in self._warm.values())  # it idles out by itself
-        if pack is not None and pack.live <= {job.task_id} and not warm:
-            command += f"; {self.stop_command(job)}"
+        if pack is not None and pack.live <= {job.task_id} and not pack.keep_alive:  # a warm one idles out
+            command += f"; {self.stop_command(job.job_id)}"
         await self._transport.run(command)
 
     async def cleanup(self, job: HostJob, ok: bool) -> None:
@@ -452,11 +476,14 @@ class HostExecutor(PolledExecutor[HostJob]):
         if pack is not None:
             pack.live.discard(job.task_id)
             pack.failed = pack.failed or not ok
+            if job.node:
+                pack.nodes.add(job.node)
             if not pack.live:
                 self._trim(job.pack)
-                del self._packs[job.pack]
-                warm = any(w.pack == job.pack for w in self._warm.values())  # its queue may take more tasks
-                gone += [] if pack.failed or warm else [job.pack]
+                pack.idle_since = time.time()
+                if not pack.keep_alive:  # a warm one's queue may take more tasks
+                    del self._packs[job.pack]
+                    gone += [] if pack.failed else [job.pack]
         if gone:
             self._later.append("rm -rf " + " ".join(map(shlex.quote, gone)))
         if self._later and not self.jobs and self._transport is not None:  # no poll comes to take them along
@@ -465,9 +492,9 @@ class HostExecutor(PolledExecutor[HostJob]):
     def restore(self, task_id: str, handle: dict[str, Any]) -> HostJob | None:
         field = {name: str(handle.get(name, "")) for name in ("job_id", "dir", "pack", "entry", "element")}
         job = HostJob(task_id, field["job_id"], directory=field["dir"], pack=field["pack"], entry=field["entry"])
-        job.element = field["element"]
+        job.element, job.node = field["element"], str(handle.get("node", ""))
         if job.pack:
-            self._packs.setdefault(job.pack, Pack(job.job_id)).live.add(task_id)
+            self._packs.setdefault(job.pack, Pack(job.job_id)).take(task_id)
         return job
 
     def poll_failed(self, err: Exception) -> float:
@@ -487,14 +514,40 @@ class HostExecutor(PolledExecutor[HostJob]):
         await self.prepared()
         return None
 
+    def allocations(self) -> list[dict[str, Any]]:
+        """The launches alive as far as the engine knows (running its tasks, or warm and idle for less than their
+        keep_alive): job id, nodes, tasks running and run, idle for."""
+        return [
+            {
+                "id": pack.job_id,
+                "nodes": sorted(pack.nodes | {j.node for j in self.jobs.values() if j.pack == name and j.node}),
+                "running": len(pack.live),
+                "tasks": pack.tasks,
+                "idle_for": round(pack.idle_for, 1),
+                "keep_alive": pack.keep_alive,
+            }
+            for name, pack in self._packs.items()
+            if pack.alive
+        ]
+
+    async def cancel_allocation(self, allocation: str) -> None:
+        """Stop the launch (every element): its running tasks end as its batch system says (retries apply), its
+        queued ones fail as not started, and no more tasks go to it."""
+        names = [name for name, pack in self._packs.items() if pack.job_id == allocation and pack.alive]
+        if not names:
+            raise NotFound(f"executor {self.name!r} has no live allocation {allocation!r}")
+        for key, name in list(self._warm.items()):
+            if name in names:
+                del self._warm[key]
+        for name in names:
+            self._cooled(name)
+        transport = await self.prepared()
+        await transport.run("; ".join([self.stop_command(allocation), *self._take_later()]))
+
     def describe(self) -> dict[str, Any]:
         where = "local commands" if self.is_local else f"{self.user or '(agent user)'}@{self.host}:{self.port}"
-        allocations = [
-            {"job_id": w.job_id, "tasks": w.tasks, "idle_for": round(time.time() - w.used, 1)}
-            for w in self._warm.values()
-        ]
         shown = {**super().describe(), "host": where, "connected": self._transport is not None}
-        return {**shown, "pushed": self._follower.running, "allocations": allocations}
+        return {**shown, "pushed": self._follower.running, "allocations": self.allocations()}
 
     async def close(self) -> None:
         await super().close()
@@ -525,8 +578,8 @@ class HostExecutor(PolledExecutor[HostJob]):
     def parse_status(self, text: str) -> dict[str, str]:
         raise NotImplementedError
 
-    def stop_command(self, job: HostJob) -> str:
-        """Shell that stops the task's whole launch."""
+    def stop_command(self, job_id: str) -> str:
+        """Shell that stops a whole launch."""
         raise NotImplementedError
 
     def trim_command(self, job_id: str) -> str | None:

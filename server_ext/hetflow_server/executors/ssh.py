@@ -12,6 +12,11 @@ from .polled import Saw
 
 
 class SSHExecutor(HostExecutor):
+    """**Packing.** The tasks handed over together with the same options run as one process on the host, as many
+    at once as its CPUs, each in a child process with its own log, outcome, retries and cancel. With
+    `keep_alive=SECONDS` the process, once idle, waits that long for more tasks with the same options, which the
+    engine hands over with a few SFTP writes; the executor panel lists it and cancels it."""
+
     kind = "ssh"
     RUNNING_STATES = frozenset({"alive"})
     ENDED_STATES = frozenset({"gone"})
@@ -40,8 +45,8 @@ class SSHExecutor(HostExecutor):
     def parse_status(self, text: str) -> dict[str, str]:
         return dict(line.split()[:2] for line in text.splitlines() if len(line.split()) == 2)
 
-    def stop_command(self, job: HostJob) -> str:
-        return f"kill -TERM -- -{int(job.job_id)} 2>/dev/null; kill -TERM {int(job.job_id)} 2>/dev/null; true"
+    def stop_command(self, job_id: str) -> str:
+        return f"kill -TERM -- -{int(job_id)} 2>/dev/null; kill -TERM {int(job_id)} 2>/dev/null; true"
 
     async def why_ended(self, job: HostJob, saw: Saw) -> str:
         ended = f"the task's process {job.job_id} on {self.host} ended without an outcome"
