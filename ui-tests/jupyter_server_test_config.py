@@ -39,4 +39,17 @@ if os.path.exists(_services):
             "remote_root": "~/.hetflow-ui-tests",
             "poll_interval": 0.2,
         },
+        # the Slurm cluster, with warm allocations the executor panel lists and cancels
+        "cluster": {
+            "kind": "slurm",
+            "host": _env["HETFLOW_SSH_HOST"],
+            "port": int(_env["HETFLOW_SSH_PORT"]),
+            "user": _env["HETFLOW_SSH_USER"],
+            "credential": "cluster-key",
+            "known_hosts": _env["HETFLOW_SSH_KNOWN_HOSTS"],
+            "python": _env["HETFLOW_REMOTE_PYTHON"],
+            "remote_root": "~/.hetflow-ui-tests",
+            "poll_interval": 0.2,
+            "keep_alive": 60,
+        },
     }
