@@ -338,6 +338,8 @@ def test_a_foreach_is_one_sbatch_and_its_results_come_back_in_order_each_with_it
     for k, task in enumerate(tasks):
         log = server.request("GET", f"hetflow/api/tasks/{task['id']}/logs")[2].decode()
         assert log == f"element {k}\n", (k, log)
+    status = kernel.run("%remote status").check().stdout
+    assert f"job {launches[0]}_" in status and " on vm" in status, status  # the element and node that ran each
 
 
 def test_one_failing_element_leaves_the_others_and_a_rerun_runs_only_it(kernel: Kernel, shared: Path) -> None:

@@ -63,13 +63,8 @@ def describe(task: Task, counts: dict[str, int] | None = None) -> str:
     if counts is not None:  # the elements of a foreach
         states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         return f"hetflow: {task.name}[{sum(counts.values())}] · {task.executor} · {states}"
-    parts = [f"hetflow: {task.name}", task.executor]
-    handle = task.handle or {}
-    if handle.get("job_id"):
-        parts.append(f"job {handle['job_id']}")
-    elif handle.get("pid"):
-        parts.append(f"pid {handle['pid']}")
-    parts.append(task.state.value)
+    where = ran_on(task)
+    parts = [f"hetflow: {task.name}", task.executor, *([where] if where else []), task.state.value]
     elapsed = task.elapsed
     if elapsed is not None:
         parts.append(f"{elapsed:.1f} s")
@@ -124,6 +119,16 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     )
 
 
+def ran_on(task: Task) -> str:
+    """Where the task runs or ran: the job (a pack's element, and its node), or the process."""
+    handle = task.handle or {}
+    if handle.get("element"):
+        return f"job {handle['element']}" + (f" on {handle['node']}" if handle.get("node") else "")
+    if handle.get("job_id"):
+        return f"job {handle['job_id']}"
+    return f"pid {handle['pid']}" if handle.get("pid") else ""
+
+
 def task_rows(tasks: list[Task]) -> list[list[str]]:
     return [
         [
@@ -134,12 +139,13 @@ def task_rows(tasks: list[Task]) -> list[list[str]]:
             str(t.attempts),
             "" if t.elapsed is None else f"{t.elapsed:.2f}s",
             "" if t.state is not State.FAILED or not t.error else t.error.get("type", ""),
+            ran_on(t),
         ]
         for t in tasks
     ]
 
 
-TASK_HEADER = ["ID", "NAME", "EXECUTOR", "STATE", "TRIES", "ELAPSED", "ERROR"]
+TASK_HEADER = ["ID", "NAME", "EXECUTOR", "STATE", "TRIES", "ELAPSED", "ERROR", "RAN ON"]
 
 
 def login_question(client: EngineClient, event: dict[str, Any]) -> None:

@@ -93,7 +93,8 @@ function TaskActions({ commands, task }: { commands: CommandRegistry; task: Task
 }
 
 export function TaskDetails({ api, model, commands, task, onGoToCell }: TaskDetailsProps): JSX.Element {
-  const job = task.handle?.job_id ?? task.handle?.pid;
+  const job = task.handle?.element ?? task.handle?.job_id ?? task.handle?.pid;
+  const node = task.handle?.node;
   const pack = task.handle?.pack;
   const label = task.element === null || task.element === undefined ? task.name : `${task.name}[${task.element}]`;
   const upstream = (task.deps ?? []).map(id => model.get(id)?.name ?? id);
@@ -106,7 +107,7 @@ export function TaskDetails({ api, model, commands, task, onGoToCell }: TaskDeta
         <dt>executor</dt>
         <dd>{task.executor}</dd>
         <dt>job</dt>
-        <dd>{job ? String(job) : '—'}</dd>
+        <dd data-testid="hetflow-job">{job ? `${String(job)}${node ? ` on ${String(node)}` : ''}` : '—'}</dd>
         {pack ? (
           <>
             <dt>packed</dt>
