@@ -9,17 +9,11 @@ both alike. Run: `bash scripts/services.sh up`, then `.venv/bin/python benchmark
 
 from __future__ import annotations
 
-import os
 import shlex
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-
-from cluster import services
+from cluster_engine import embedded
 
 ROUNDS = 20
 POLL = 0.05
@@ -28,42 +22,9 @@ LOOP = 100
 
 
 def main() -> None:
-    cluster = services()
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
-    from hetflow.embedded import EmbeddedClient
-    from hetflow_server.settings import Hetflow
-
-    root = tempfile.mkdtemp()
-    python = cluster["HETFLOW_REMOTE_PYTHON"]
-    config = Config()
-    config.Hetflow.store_dir = os.path.join(root, "store")
-    config.Hetflow.executors = {
-        "slurm": {
-            "kind": "slurm",
-            "host": cluster["HETFLOW_SSH_HOST"],
-            "port": int(cluster["HETFLOW_SSH_PORT"]),
-            "user": cluster["HETFLOW_SSH_USER"],
-            "credential": "bench",
-            "python": python,
-            "known_hosts": cluster["HETFLOW_SSH_KNOWN_HOSTS"],
-            "remote_root": "~/.hetflow-bench",
-            "poll_interval": POLL,
-        }
-    }
     # the same cluster with a warm allocation: its tasks come back pushed by the follower, not polled
-    config.Hetflow.executors["slurm-warm"] = {
-        **config.Hetflow.executors["slurm"],
-        "keep_alive": 120,
-        "poll_interval": 1,
-    }
-    import hetflow.client
-
-    client = EmbeddedClient(Hetflow(config=config))
-    hetflow.client._client = client
-    key = Path(cluster["HETFLOW_SSH_KEY"]).read_text()
-    client.on_loop(client.engine.credentials.put, "bench", "ssh-key", {"private_key": key})
+    client, shell, cluster = embedded({"slurm": {"poll_interval": POLL}, "slurm-warm": {"keep_alive": 120}})
+    python = cluster["HETFLOW_REMOTE_PYTHON"]
     executor = client.engine.executors["slurm"]
     transport = client.call(executor.prepared())  # connected once; both measurements share it
 
@@ -78,8 +39,6 @@ def main() -> None:
                 return
             await _sleep(POLL)
 
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "hetflow")
     raw, cells = [], []
     for i in range(ROUNDS + 2):
         start = time.perf_counter()

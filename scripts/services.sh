@@ -24,7 +24,7 @@ SSH_PORT=${HETFLOW_SSH_PORT:-2222}
 MFA_PORT=${HETFLOW_MFA_PORT:-2223}
 TEST_USER=${HETFLOW_SSH_USER:-testuser}
 ENGINE_PY=${HETFLOW_PYTHON:-python3}
-PACKAGES=(slurmctld slurmd slurm-client munge openssh-server openssh-client python3-venv libpam-google-authenticator
+PACKAGES=(slurmctld slurmd slurm-client munge openssh-server openssh-client python3-venv libpam-google-authenticator iproute2
   oathtool)
 
 SLURM_CONF=$STATE/etc/slurm.conf

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -51,3 +52,13 @@ def ssh(cluster: dict[str, str], command: str) -> str:
         check=True,
         timeout=60,
     ).stdout
+
+
+def link_bytes(cluster: dict[str, str]) -> int:
+    """Bytes that crossed the open TCP connections to the cluster's sshd so far, both ways, from the kernel's own
+    counters (`ss -ti`: bytes_acked out, bytes_received in): what an engine's SSH link carried, not what hetflow
+    thinks it sent. Connections already closed are not counted: measure across one long-lived link."""
+    found = subprocess.run(
+        ["ss", "-tinH", f"( dport = :{cluster['HETFLOW_SSH_PORT']} )"], capture_output=True, text=True, check=True
+    ).stdout
+    return sum(int(n) for n in re.findall(r"\bbytes_(?:acked|received):(\d+)", found))

@@ -31,9 +31,16 @@ def payload(code: str, outputs: list[str], inputs: dict[str, Any] | None = None)
 
 
 async def submit(
-    engine: Engine, code: str, outputs: list[str], name: str, elements: list[bytes] | None = None, **spec: Any
+    engine: Engine,
+    code: str,
+    outputs: list[str],
+    name: str,
+    elements: list[bytes] | None = None,
+    values: dict[str, Any] | None = None,
+    **spec: Any,
 ) -> list[Task]:
-    data = payload(code, outputs)
+    """`values`: the cell's inputs, pickled into the payload as a kernel does."""
+    data = payload(code, outputs, values)
     inputs = {name: sha256(blob) for name, blob in pickle.loads(data)["inputs"].items()}
     task_spec = TaskSpec(code=code, inputs=inputs, outputs=outputs, name=name, **{"cache": False, **spec})
     tasks, _ = await engine.submit(task_spec, data, elements)

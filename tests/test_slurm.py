@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster import STATE, services, ssh
+from cluster import STATE, link_bytes, services, ssh
 
 from kernels import Kernel
 from servers import JupyterServer, notebook_kernel_fixture
@@ -417,6 +417,27 @@ def test_a_pack_that_reaches_its_time_limit_fails_the_task_it_was_running_with_s
     message = second["error"]["message"]
     assert "ended as TIMEOUT" in message and "time limit" in message, message
     wait_until(lambda: second["handle"]["element"] not in squeue(cluster), what="the timed-out element to go")
+
+
+def test_a_large_input_read_by_a_foreach_and_two_later_cells_crosses_the_ssh_link_once(
+    kernel: Kernel, cluster: dict[str, str]
+) -> None:
+    """Measured on the link (the TCP counters of the engine's SSH connection): 10 reads of an 8 MB input, which
+    moved 10x its size when every task carried its inputs."""
+    kernel.run("import os\nbig = os.urandom(8 << 20)\n").check()
+    kernel.run("%%remote executor=slurm cache=false\nwarm = 1\n").check()  # the link open, the runner shipped
+    before = link_bytes(cluster)
+    kernel.run("%%remote executor=slurm cache=false foreach=k:range(8)\nsize = len(big) + k\n").check()
+    assert kernel.value("size") == [(8 << 20) + k for k in range(8)]
+    for extra in (1, 2):
+        kernel.run(f"%%remote executor=slurm cache=false\nlater = len(big) + {extra}\n").check()
+    moved = link_bytes(cluster) - before
+    assert moved <= 1.5 * (8 << 20), f"{moved / (8 << 20):.2f}x the input's size crossed the link"
+    assert ssh(cluster, "ls ~/.hetflow-tests/blobs").split(), "the blob store is empty"
+    cleaned = kernel.run("%remote clean slurm").check().stdout
+    assert "blobs removed" in cleaned and ssh(cluster, "ls ~/.hetflow-tests/blobs").split() == [], cleaned
+    refused = kernel.run("%remote clean local")
+    assert not refused.ok and "keeps no blob store" in refused.traceback, refused.traceback
 
 
 def test_an_ssh_foreach_runs_as_one_process_in_parallel(kernel: Kernel) -> None:

@@ -102,6 +102,9 @@ class EmbeddedClient:
     def executors(self) -> dict[str, dict[str, Any]]:
         return self.on_loop(self.engine.describe_executors)
 
+    def clean(self, executor: str) -> dict[str, Any]:
+        return self.call(self.engine.clean(executor))
+
     def describe(self) -> str:
         return f"embedded in this kernel (store {self.engine.settings.store_path})"
 

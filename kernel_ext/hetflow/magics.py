@@ -27,6 +27,7 @@ LINE_COMMANDS = {
     "rerun": "TASK: run the task again (of a foreach: the failed elements), then what depends on it",
     "graph": "draw this notebook's tasks and their dependencies",
     "executors": "list the configured executors and their health",
+    "clean": "EXECUTOR: empty the executor's blob store (inputs and results kept there), but what running tasks read",
 }
 
 
@@ -207,6 +208,10 @@ class RemoteMagics(Magics):
         from .graph import render_svg
 
         return SVG(render_svg(client.graph()))
+
+    def _cmd_clean(self, client: EngineClient, executor: str) -> None:
+        cleaned = client.clean(executor)
+        print(f"{executor}: {cleaned['removed']} blobs removed ({cleaned['bytes']} bytes)")
 
     def _cmd_executors(self, client: EngineClient) -> None:
         rows = [

@@ -267,6 +267,9 @@ class ServerClient:
     def executors(self) -> dict[str, dict[str, Any]]:
         return self.call("GET", "executors")["executors"]
 
+    def clean(self, executor: str) -> dict[str, Any]:
+        return self.call("POST", f"executors/{urllib.parse.quote(executor)}/clean", b"")
+
     def describe(self) -> str:
         pid = f", pid {self.connection.pid}" if self.connection.pid else ""
         return f"Jupyter server at {self.connection.url}{pid} (found through {self.connection.source})"

@@ -95,6 +95,11 @@ export class HetflowAPI {
     return this.json(`executors/${encodeURIComponent(name)}/check`, { method: 'POST' });
   }
 
+  /** Empties the executor's blob store (slurm, ssh), but for what running tasks read. */
+  cleanExecutor(name: string): Promise<{ removed: number; bytes: number }> {
+    return this.json(`executors/${encodeURIComponent(name)}/clean`, { method: 'POST' });
+  }
+
   /** Stops a live allocation (a warm Slurm job, a pack's process); answers the executor as it is now. */
   cancelAllocation(name: string, allocation: string): Promise<ExecutorInfo> {
     return this.json(`executors/${encodeURIComponent(name)}/allocations/${encodeURIComponent(allocation)}`, {

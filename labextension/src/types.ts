@@ -103,6 +103,7 @@ export interface ExecutorInfo {
   healthy: boolean;
   error?: string;
   allocations?: Allocation[];
+  blob_store?: string | null;
   [detail: string]: unknown;
 }
 

@@ -295,6 +295,15 @@ class Engine:
     def describe_executors(self) -> dict[str, dict[str, Any]]:
         return {name: executor.describe() for name, executor in self.executors.items()}
 
+    def executor(self, name: str) -> Executor:
+        if name not in self.executors:
+            raise NotFound(f"no executor is named {name!r}; configured: {', '.join(self.executors)}")
+        return self.executors[name]
+
+    async def clean(self, name: str) -> dict[str, Any]:
+        """Empty the executor's blob store (but what running tasks read): `%remote clean`, the executor panel."""
+        return {"name": name, **(await self.executor(name).clean())}
+
 
 def cache_key(
     spec: TaskSpec, executor: str, options: dict[str, Any], inputs: dict[str, str], upstream: dict[str, Task]

@@ -260,18 +260,19 @@ class ExecutorsHandler(HetflowHandler):
 class ExecutorCheckHandler(HetflowHandler):
     @api("read")
     async def post(self, name: str) -> None:
-        executor = self.engine.executors.get(name)
-        if executor is None:
-            raise NotFound(f"no executor is named {name!r}")
-        self.reply({"name": name, **(await executor.check())})
+        self.reply({"name": name, **(await self.engine.executor(name).check())})
+
+
+class ExecutorCleanHandler(HetflowHandler):
+    @api("write")
+    async def post(self, name: str) -> None:
+        self.reply(await self.engine.clean(name))
 
 
 class AllocationHandler(HetflowHandler):
     @api("write")
     async def delete(self, name: str, allocation: str) -> None:
-        executor = self.engine.executors.get(name)
-        if executor is None:
-            raise NotFound(f"no executor is named {name!r}")
+        executor = self.engine.executor(name)
         await executor.cancel_allocation(allocation)
         self.reply({"name": name, **executor.describe()})
 
@@ -407,6 +408,7 @@ def route_table() -> list[tuple[str, type]]:
         (r"hetflow/api/graph", GraphHandler),
         (r"hetflow/api/executors", ExecutorsHandler),
         (r"hetflow/api/executors/([A-Za-z0-9_.\-]+)/check", ExecutorCheckHandler),
+        (r"hetflow/api/executors/([A-Za-z0-9_.\-]+)/clean", ExecutorCleanHandler),
         (r"hetflow/api/executors/([A-Za-z0-9_.\-]+)/allocations/([A-Za-z0-9_.\-]+)", AllocationHandler),
         (r"hetflow/api/credentials", CredentialsHandler),
         (r"hetflow/api/credentials/([A-Za-z0-9_.\-]+)", CredentialHandler),

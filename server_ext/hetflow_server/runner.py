@@ -9,6 +9,7 @@ deleted names) or an error description that needs no unpickling.
     python -m hetflow_server.runner serve CMD_FD EVENT_FD SPOOL [PROVIDER]  # a warm worker fed tasks over a pipe
     python runner.py pack PACK LIMIT MOST KEEP_ALIVE              # tasks from PACK/queue, each DIR/task.job (remote)
     python runner.py follow INLINE                                # watch task directories for the engine (remote)
+    python runner.py blobs DIR LIMIT AGE [+HASH:SIZE|=HASH ...]   # blobs wanted, in use; evict old ones (remote)
     python runner.py s3 MANIFEST_URI                              # one task from and to S3 (a container)
     python runner.py versions                                     # "PY_MAJOR.PY_MINOR CLOUDPICKLE_VERSION"
 
@@ -116,7 +117,7 @@ def _resolve_inputs(job: dict[str, Any], namespace: dict[str, Any], results: dic
     """The inputs a job brings besides its payload: per-task values, and outputs of upstream tasks (each upstream
     result read once per pack, and only if it hashes to what the engine recorded)."""
     for name, blob in job.get("bound", {}).items():
-        namespace[name] = _unpickle_input(name, blob, python)
+        namespace[name] = _unpickle_input(name, blob if isinstance(blob, bytes) else _blob(name, blob), python)
     for name, ref in job.get("refs", {}).items():
         if "each" in ref:  # a foreach's elements, in order: a list
             namespace[name] = [_upstream_value(name, each, results) for each in ref["each"]]
@@ -124,10 +125,36 @@ def _resolve_inputs(job: dict[str, Any], namespace: dict[str, Any], results: dic
             namespace[name] = _upstream_value(name, ref, results)
 
 
+def _blob(name: str, ref: dict[str, Any]) -> bytes:
+    """A value sent apart from the job (a content-addressed blob in the executor's blob store), checked against
+    its hash; a blob that does not match is removed, so that the next run of the task sends it again."""
+    path = ref["path"]
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise TaskFailure(
+            "BlobMissing",
+            f"{name!r}: the blob {path} was removed before the task ran (a scratch purge?); run the task again "
+            "and the engine sends it again",
+        ) from None
+    if hashlib.sha256(data).hexdigest() != ref["hash"]:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        raise TaskFailure(
+            "IntegrityError",
+            f"{name!r}: the blob {path} does not match its hash (tampered with or corrupt): it was refused and "
+            "removed; run the task again and the engine sends it again",
+        )
+    return data
+
+
 def _upstream_value(name: str, ref: dict[str, Any], results: dict[str, Any]) -> Any:
     digest = ref["hash"]
     if digest not in results:
-        if "path" in ref:
+        if ref.get("blob"):  # in the executor's blob store
+            source = _blob(f"the upstream result for {name}", ref)
+        elif "path" in ref:
             with open(ref["path"], "rb") as fh:
                 source = fh.read()
         else:
@@ -177,6 +204,8 @@ def execute(
         python = str(spec.get("python", ""))  # the kernel's major.minor
         for name, blob in spec["inputs"].items():
             namespace[name] = _unpickle_input(name, blob, python)
+        for name, ref in job.get("inputs", {}).items():  # the payload's large inputs, sent apart as blobs
+            namespace[name] = _unpickle_input(name, _blob(name, ref), python)
         _resolve_inputs(job, namespace, {} if results is None else results, python)
         if job.get("context"):
             if provide is None:
@@ -606,6 +635,42 @@ def serve(cmd_fd: int, event_fd: int, spool: str, provider: str = "") -> None:
             run_in_spool(channel, job, spool, results, provide)
 
 
+# ------------------------------------------------------------------------------------------- the blob store
+
+
+def blob_store(
+    directory: str, limit: int, age: float, wanted: dict[str, int], in_use: list[str]
+) -> tuple[list[str], int, int]:
+    """The executor's blob store (`DIR/SHA256`, written as `SHA256.part` and renamed): which of the wanted blobs
+    (hash -> size) are there, each marked used now; then, to make room for the others, the least recently used
+    evicted beyond `limit` bytes (-1: no limit), and those unused for `age` seconds (-1: kept), never a wanted or
+    in-use one. Returns (present, evicted, bytes freed)."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    present = []
+    for digest in wanted:
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(os.path.join(directory, digest))
+            present.append(digest)
+    coming = sum(size for digest, size in wanted.items() if digest not in present)
+    keep, now = set(wanted) | set(in_use), time.time()
+    found = []
+    for name in os.listdir(directory):
+        with contextlib.suppress(FileNotFoundError):
+            info = os.stat(os.path.join(directory, name))
+            found.append((info.st_mtime, info.st_size, name))
+    total = coming + sum(size for _, size, _ in found)
+    evicted = freed = 0
+    for used, size, name in sorted(found):  # the least recently used first
+        stale = age >= 0 and now - used > age
+        if name.split(".")[0] in keep or not (stale or 0 <= limit < total):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(directory, name))
+            evicted, freed = evicted + 1, freed + size
+        total -= size
+    return present, evicted, freed
+
+
 # ------------------------------------------------------------------------------------------- in a container
 
 
@@ -699,6 +764,13 @@ def main(argv: list[str]) -> int:
         return 0
     if len(argv) == 2 and argv[0] == "follow":
         follow_tasks(int(argv[1]))
+        return 0
+    if len(argv) >= 4 and argv[0] == "blobs":
+        wanted = dict(mark[1:].split(":") for mark in argv[4:] if mark[:1] == "+")
+        in_use = [mark[1:] for mark in argv[4:] if mark[:1] == "="]
+        sizes = {digest: int(size) for digest, size in wanted.items()}
+        present, evicted, freed = blob_store(argv[1], int(argv[2]), float(argv[3]), sizes, in_use)
+        print("\n".join([*present, f"::evicted {evicted} {freed}"]))
         return 0
     if len(argv) == 2 and argv[0] == "s3":
         return run_s3(argv[1])

@@ -102,11 +102,12 @@ class LocalTransport:
             command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
         )
         assert proc.stdin is not None and proc.stdout is not None
-        stream, stdout = Stream(proc.stdin.write, proc.kill), proc.stdout
+        stream, stdout = Stream(proc.stdin.write, proc.stdin.close), proc.stdout  # its stdin closed: it ends
 
         async def pump() -> None:
             while line := await stdout.readline():
                 stream.lines.put_nowait(line.decode(errors="replace").rstrip("\n"))
+            await proc.wait()  # reaped here, on the loop
             stream.lines.put_nowait(None)
 
         stream.reader = asyncio.get_running_loop().create_task(pump())

@@ -39,4 +39,20 @@ describe('the executor panel', () => {
     expect(cancelAllocation).toHaveBeenCalledWith('cluster', '4242');
     expect(where.querySelector('[data-allocation="4242"]')).toBeNull();
   });
+
+  it('cleans the blob store of an executor that keeps one, and says what went', async () => {
+    const cleanExecutor = jest.fn(async () => ({ removed: 2, bytes: 2048 }));
+    const notes: string[] = [];
+    const where = document.createElement('div');
+    document.body.appendChild(where);
+    const api = { executors: async () => ({ cluster: { ...warm, blob_store: '/scratch/hetflow/blobs' }, local: { kind: 'local', healthy: true } }), cleanExecutor };
+    await act(async () => {
+      createRoot(where).render(<Executors api={api as unknown as HetflowAPI} onError={m => notes.push(m)} />);
+    });
+    expect(where.querySelector('button[aria-label="clean executor local"]')).toBeNull();
+    const button = where.querySelector('button[aria-label="clean executor cluster"]') as HTMLButtonElement;
+    await act(async () => button.click());
+    expect(cleanExecutor).toHaveBeenCalledWith('cluster');
+    expect(notes).toEqual(['cluster: 2 blobs removed (2048 bytes)']);
+  });
 });

@@ -7,7 +7,15 @@ import { Allocations } from './Allocations';
 /** How often the panel asks again (allocations come and go, health changes). */
 export const REFRESH_MS = 2000;
 
-export function Executors({ api, onError }: { api: HetflowAPI; onError: (message: string) => void }): JSX.Element {
+export function Executors({
+  api,
+  onError,
+  onNote = onError
+}: {
+  api: HetflowAPI;
+  onError: (message: string) => void;
+  onNote?: (message: string) => void;
+}): JSX.Element {
   const [executors, setExecutors] = useState<Record<string, ExecutorInfo>>({});
   const [checking, setChecking] = useState<string | null>(null);
   useEffect(() => {
@@ -20,6 +28,13 @@ export function Executors({ api, onError }: { api: HetflowAPI; onError: (message
     api
       .cancelAllocation(name, id)
       .then(info => setExecutors(all => ({ ...all, [name]: info })), (err: Error) => onError(err.message));
+  const clean = (name: string) =>
+    api
+      .cleanExecutor(name)
+      .then(
+        ({ removed, bytes }) => onNote(`${name}: ${removed} blobs removed (${bytes} bytes)`),
+        (err: Error) => onError(err.message)
+      );
   const check = (name: string) => {
     setChecking(name);
     api
@@ -56,6 +71,16 @@ export function Executors({ api, onError }: { api: HetflowAPI; onError: (message
                   >
                     {checking === name ? 'Checking…' : 'Check'}
                   </button>
+                  {info.blob_store ? (
+                    <button
+                      className="jp-Button jp-mod-styled"
+                      onClick={() => clean(name)}
+                      title={`empty ${info.blob_store} (but what running tasks read)`}
+                      aria-label={`clean executor ${name}`}
+                    >
+                      Clean
+                    </button>
+                  ) : null}
                 </td>
               </tr>
               {info.allocations?.length ? (

@@ -93,7 +93,7 @@ export function Sidebar(props: SidebarProps): JSX.Element {
           {task ? <TaskDetails api={api} model={model} commands={props.commands} task={task} onGoToCell={props.goToCell} /> : null}
         </>
       ) : null}
-      {tab === 'executors' ? <Executors api={api} onError={setError} /> : null}
+      {tab === 'executors' ? <Executors api={api} onError={setError} onNote={setError} /> : null}
       {tab === 'credentials' ? <Credentials api={api} onError={setError} /> : null}
     </div>
   );

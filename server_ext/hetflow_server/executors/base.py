@@ -158,6 +158,10 @@ class Executor(HasTraits):
         """Whether this executor still keeps the task's result where it was computed."""
         return False
 
+    async def clean(self) -> dict[str, Any]:
+        """Empty the executor's blob store but for what running tasks read: {"removed": count, "bytes": freed}."""
+        raise NotFound(f"the {self.kind} executor {self.name!r} keeps no blob store")
+
     async def cancel_allocation(self, allocation: str) -> None:
         """Stop one of the allocations `describe` lists (a kind that holds allocations of its own: Slurm, SSH)."""
         raise NotFound(f"the {self.kind} executor {self.name!r} holds no allocations")

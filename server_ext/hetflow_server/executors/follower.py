@@ -8,6 +8,7 @@ killed, and it carries on when the link drops, until the next submission starts 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -59,10 +60,14 @@ class Follower:
         if self._stream is stream:
             self._stream = None
 
-    def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
+    async def close(self) -> None:
+        """Stop the command, and wait (briefly) for its end, so that nothing of it outlives the engine's loop."""
+        stream, self._stream = self._stream, None
         if self._reader is not None:
             self._reader.cancel()
             self._reader = None
+        if stream is not None:
+            stream.close()
+            if stream.reader is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(stream.reader, 2)

@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from traitlets import Bool, Int, List, Unicode
+from traitlets import Bool, Float, Int, List, Unicode
 
 from .. import runner
 from ..models import Option, option_table, parse_seconds
@@ -41,6 +41,7 @@ from ..protocol import AccessError, AnswerRefused, NotFound
 from ..shipping import RUNNER_NAME, RUNNER_SOURCE, JobPaths, Outcome, envelope, inlined, pickled, read_outcome
 from ..transport import LocalTransport, NoSuchPath, SSHTransport, Transport
 from .base import Job
+from .blobs import slimmed
 from .follower import Follower
 from .polled import Followed, Life, PolledExecutor, Saw, ends_with
 
@@ -132,6 +133,15 @@ class HostExecutor(PolledExecutor[HostJob]):
     )
     local = Bool(False, help="Run commands locally even if a host is set (the server is on the login node).")
     push = Bool(True, help="Follow running tasks through one long-lived command beside them, not only by polling.")
+    blob_min = Int(
+        64 * 1024,
+        help="Inputs, foreach elements and upstream results of at least this many bytes travel as content-addressed "
+        "blobs into REMOTE_ROOT/blobs, each sent once while it stays there; 0: everything travels with its task.",
+    )
+    blob_limit = Int(
+        20 * 1024**3, help="Bytes the blob store may hold: beyond, the least recently used go first; 0: no limit."
+    )
+    blob_age = Float(14 * 86400.0, help="Seconds a blob unused stays in the blob store; 0: no limit.")
 
     def __init__(self, name: str, reporter: Any, spool: Any, **settings: Any):
         super().__init__(name, reporter, spool, **settings)
@@ -142,6 +152,7 @@ class HostExecutor(PolledExecutor[HostJob]):
         self._later: list[str] = []  # shell to run with the next command (removals, trims)
         self._warm: dict[str, str] = {}  # the options of a pack's tasks -> the warm pack that takes more
         self._follower = Follower(name, self._pushed)
+        self._uses: dict[str, set[str]] = {}  # task id -> the blobs it reads (never evicted while it runs)
 
     # --------------------------------------------------------------------------- connection
 
@@ -182,7 +193,8 @@ class HostExecutor(PolledExecutor[HostJob]):
                 root = self.remote_root
                 if root.startswith("~") or "$" in root:  # ~ and $SCRATCH-like variables, as the remote shell has them
                     root = (await transport.run(f"eval printf %s {shlex.quote(root)}")).out.strip()
-                made = await transport.run(f"mkdir -p {shlex.quote(root)} && chmod 700 {shlex.quote(root)}")
+                where = f"{shlex.quote(root)} {shlex.quote(root + '/blobs')}"
+                made = await transport.run(f"mkdir -p {where} && chmod 700 {where}")
                 if made.code:
                     raise AccessError(f"cannot create {root} on {self.host}: {made.err.strip()}")
                 runner_path = f"{root}/{RUNNER_NAME}"
@@ -257,14 +269,18 @@ class HostExecutor(PolledExecutor[HostJob]):
         """Each task's files, then its entry in the allocation's queue (written aside and renamed in, so that it
         appears whole), until the queue is found closed. SFTP only: a few milliseconds a task."""
         pack = self._packs[name]
+        shipped, missing = await self._shipped(transport, jobs)
+        for digest, data in missing.items():  # written aside and renamed in: a blob is there whole or not at all
+            await transport.write(f"{self._root}/blobs/{digest}.part", data)
+            await transport.rename(f"{self._root}/blobs/{digest}.part", f"{self._root}/blobs/{digest}")
         handed: list[HostJob | Exception] = []
-        for job in jobs:
+        for job, job_file in zip(jobs, shipped, strict=True):
             entry = f"{time.time_ns():020d}"  # after the pack's first entries, in the order handed
             record = HostJob(job.task_id, pack.job_id, directory=self._attempt_directory(job), pack=name, entry=entry)
             queue = f"{name}/queue/{entry}"
             try:
                 await transport.mkdir(record.directory)
-                await transport.write(record.paths.job, pickled(envelope(job, inlined(job))))
+                await transport.write(record.paths.job, job_file)
                 await transport.write(f"{queue}.part", self._entry(record, job))
                 await transport.rename(f"{queue}.part", queue)
             except NoSuchPath:
@@ -302,11 +318,13 @@ class HostExecutor(PolledExecutor[HostJob]):
             for n, job in enumerate(jobs)
         ]
         files = {f"{name}/{path}": data for path, data in self.pack_files(pack, records, jobs[0].options).items()}
-        for record, job in zip(records, jobs, strict=True):
-            folder = record.directory.rsplit("/", 1)[-1]
-            files[f"{folder}/task.job"] = pickled(envelope(job, inlined(job)))
+        shipped, missing = await self._shipped(transport, jobs)
+        files.update({f"blobs/{digest}": data for digest, data in missing.items()})
+        for record, job, job_file in zip(records, jobs, shipped, strict=True):
+            files[f"{record.directory.rsplit('/', 1)[-1]}/task.job"] = job_file
             files[f"{name}/queue/{record.entry}"] = self._entry(record, job)
-        folders = [name, f"{name}/queue", f"{name}/claimed"] + [r.directory.rsplit("/", 1)[-1] for r in records]
+        attempts = [record.directory.rsplit("/", 1)[-1] for record in records]
+        folders = ["blobs", name, f"{name}/queue", f"{name}/claimed", *attempts]
         bundle = f"{pack}.tar"
         await transport.write(bundle, _tar(folders, files))
         unpack = f"tar -xf {shlex.quote(bundle)} -C {shlex.quote(self._root)} && rm -f {shlex.quote(bundle)}"
@@ -315,6 +333,45 @@ class HostExecutor(PolledExecutor[HostJob]):
         for record in records:
             record.job_id = job_id
         return records
+
+    # --------------------------------------------------------------------------- the blob store
+
+    async def _shipped(self, transport: Transport, jobs: list[Job]) -> tuple[list[bytes], dict[str, bytes]]:
+        """Each job's file, its large values referring to the blob store, and the blobs the store lacks (asked
+        for in one command, which also evicts what the limits say)."""
+        if not self.blob_min:
+            return [pickled(envelope(job, inlined(job))) for job in jobs], {}
+        slim = [slimmed(job, f"{self._root}/blobs", self.blob_min) for job in jobs]
+        blobs = {digest: data for one in slim for digest, data in one.blobs.items()}
+        if blobs:
+            limits = self.blob_limit or -1, self.blob_age or -1
+            present, _ = await self._blob_store(transport, {d: len(data) for d, data in blobs.items()}, *limits)
+            blobs = {digest: data for digest, data in blobs.items() if digest not in present}
+        for job, one in zip(jobs, slim, strict=True):
+            self._uses[job.task_id] = set(one.blobs)
+        return [pickled(one.envelope) for one in slim], blobs
+
+    async def _blob_store(
+        self, transport: Transport, wanted: dict[str, int], limit: int, age: float
+    ) -> tuple[set[str], tuple[int, int]]:
+        """Which wanted blobs (hash -> size) the store holds, and (count, bytes) evicted to make room (limit in
+        bytes, age in seconds; -1: none)."""
+        in_use = {digest for used in self._uses.values() for digest in used}
+        marks = " ".join([*(f"+{d}:{size}" for d, size in wanted.items()), *(f"={d}" for d in in_use - set(wanted))])
+        runner = shlex.quote(self._root + "/" + RUNNER_NAME)
+        store = shlex.quote(self._root + "/blobs")
+        command = f"{self.python} {runner} blobs {store} {limit} {age:g} {marks}"
+        answer = await transport.run(self.with_setup(command))
+        lines = answer.out.split()
+        if answer.code or "::evicted" not in lines:
+            raise AccessError(f"the blob store {self._root}/blobs on {self.host}: {(answer.err or answer.out).strip()}")
+        at = lines.index("::evicted")
+        return set(lines[:at]), (int(lines[at + 1]), int(lines[at + 2]))
+
+    async def clean(self) -> dict[str, Any]:
+        """Empty the blob store, except the blobs of tasks still running."""
+        evicted, freed = (await self._blob_store(await self.prepared(), {}, 0, -1))[1]
+        return {"removed": evicted, "bytes": freed}
 
     async def poll(self, followed: list[HostJob]) -> dict[str, Saw]:
         """One remote command for all jobs: the directories of finished tasks removed, the batch system's states,
@@ -471,6 +528,7 @@ class HostExecutor(PolledExecutor[HostJob]):
     async def cleanup(self, job: HostJob, ok: bool) -> None:
         """A completed task's directory goes, and its pack's with the last of its tasks; a failed one's stays for a
         look at its files."""
+        self._uses.pop(job.task_id, None)
         pack = self._packs.get(job.pack)
         gone = [job.directory] if ok else []
         if pack is not None:
@@ -547,11 +605,12 @@ class HostExecutor(PolledExecutor[HostJob]):
     def describe(self) -> dict[str, Any]:
         where = "local commands" if self.is_local else f"{self.user or '(agent user)'}@{self.host}:{self.port}"
         shown = {**super().describe(), "host": where, "connected": self._transport is not None}
-        return {**shown, "pushed": self._follower.running, "allocations": self.allocations()}
+        store = f"{self._root or self.remote_root}/blobs" if self.blob_min else None
+        return {**shown, "pushed": self._follower.running, "allocations": self.allocations(), "blob_store": store}
 
     async def close(self) -> None:
         await super().close()
-        self._follower.close()
+        await self._follower.close()
         if self._transport is not None:
             await self._transport.close()
 

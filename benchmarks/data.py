@@ -1,0 +1,46 @@
+"""Data movement to the services' Slurm over SSH: a 64 MB input read by an 8-element foreach and two later cells,
+with the blob store (the input crosses once) against the same run with it off (`blob_min=0`: every task carries
+its inputs), same process. Bytes are the TCP counters of the engine's SSH connection (`ss -ti`), both ways, so
+they include the SSH framing, the polls and the results. Run: `bash scripts/services.sh up`, then
+`.venv/bin/python benchmarks/data.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from cluster import link_bytes
+from cluster_engine import embedded
+
+SIZE = 64 << 20
+
+
+def main() -> None:
+    fast = {"poll_interval": 0.05}
+    client, shell, cluster = embedded({"blobs": fast, "whole": {**fast, "blob_min": 0}})
+    shell.user_ns["big"] = os.urandom(SIZE)
+    figures = {}
+    for name in ("whole", "blobs"):
+        client.call(client.engine.executors[name].prepared())
+        shell.run_cell_magic("remote", f"executor={name} cache=false", "warm = 1")  # the runner shipped, the link up
+        client.call(client.engine.clean(name))  # nothing left from an earlier run
+        before, start = link_bytes(cluster), time.perf_counter()
+        shell.run_cell_magic("remote", f"executor={name} cache=false foreach=k:range(8)", "size = len(big) + k")
+        assert shell.user_ns["size"] == [SIZE + k for k in range(8)]
+        for extra in (1, 2):
+            shell.run_cell_magic("remote", f"executor={name} cache=false", f"later = len(big) + {extra}")
+            assert shell.user_ns["later"] == SIZE + extra
+        figures[name] = (link_bytes(cluster) - before, time.perf_counter() - start)
+    client.close()
+    print(f"a {SIZE >> 20} MB input read by an 8-element foreach and two later cells, Slurm over SSH:")
+    for name, label in (("whole", "every task carries its inputs (baseline)"), ("blobs", "the blob store")):
+        moved, took = figures[name]
+        print(f"{label:<42} {moved / 1e6:8.1f} MB over the link ({moved / SIZE:5.2f}x the input), {took:6.2f} s")
+    (blobs, blob_time), (whole, whole_time) = figures["blobs"], figures["whole"]
+    print(f"blob store: {blobs / SIZE:.2f}x the input's size over the link (target <= 2.5x); against the baseline")
+    print(f"ratio blob store/baseline: {blobs / whole:.2f}x the bytes, {blob_time / whole_time:.2f}x the time")
+
+
+if __name__ == "__main__":
+    main()
