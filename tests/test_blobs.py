@@ -16,7 +16,7 @@ from engines import outputs, run, running, settle, submit
 from hetflow_server import runner
 from hetflow_server.engine import Engine
 from hetflow_server.models import State, Task
-from hetflow_server.protocol import sha256
+from hetflow_server.protocol import StoreError, sha256
 
 MB = 1 << 20
 READ = "total = len(big) + extra\n"
@@ -128,3 +128,60 @@ def test_blobs_of_running_tasks_and_wanted_ones_are_never_evicted_and_stale_ones
     assert sorted(p.name for p in store.iterdir()) == ["fresh", "running", "wanted"]
     present, evicted, _ = runner.blob_store(str(store), 0, -1, {}, ["running"])  # a limit of 0: all but in use
     assert (present, evicted) == ([], 2) and [p.name for p in store.iterdir()] == ["running"]
+
+
+# --------------------------------------------------------------------------- results kept at the executor
+
+PRODUCE = "import os\nopen({runs!r}, 'a').write('a')\ndata = os.urandom(2 << 20)\n"
+
+
+def test_a_large_result_stays_at_the_executor_and_the_next_task_there_reads_it_in_place(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+
+    async def scenario() -> None:
+        async with running(tmp_path, host(tmp_path), "login") as engine:
+            (a,) = await submit(engine, PRODUCE.format(runs=str(runs)), ["data"], "a")
+            (b,) = await submit(engine, "size = len(data)\n", ["size"], "b", refs={"data": [a.id, "data"]})
+            a, b = await settle(engine, [a, b])
+            assert a.state is State.COMPLETED and b.state is State.COMPLETED, (a.error, b.error)
+            assert outputs((await engine.result("b"))[1])["size"] == 2 << 20
+            assert not engine.store.has_blob(a.result_hash or ""), "the result came to the engine unasked"
+            assert a.result_hash in blobs(tmp_path), "the result is not in the blob store"
+            data = outputs((await engine.result("a"))[1])["data"]  # asked for: fetched, checked, stored
+            assert len(data) == 2 << 20 and engine.store.has_blob(a.result_hash or "")
+        async with running(tmp_path, host(tmp_path), "login") as engine:  # the store knows where it lives
+            (c,) = await submit(engine, "head = data[:4]\n", ["head"], "c", refs={"data": [a.id, "data"]})
+            (c,) = await settle(engine, [c])
+            assert c.state is State.COMPLETED and outputs((await engine.result("c"))[1])["head"] == data[:4]
+            assert runs.read_text() == "a"
+
+    run(scenario)
+
+
+def test_a_purged_kept_result_is_computed_again_before_the_task_that_reads_it(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+
+    async def scenario() -> None:
+        async with running(tmp_path, host(tmp_path), "login") as engine:
+            (a,) = await submit(engine, PRODUCE.format(runs=str(runs)), ["data"], "a")
+            (a,) = await settle(engine, [a])
+            (tmp_path / "remote" / "blobs" / (a.result_hash or "")).unlink()  # a scratch purge
+            (b,) = await submit(engine, "size = len(data)\n", ["size"], "b", refs={"data": [a.id, "data"]})
+            (b,) = await settle(engine, [b])
+            assert b.state is State.COMPLETED, b.error
+            assert runs.read_text() == "aa", "the producing task did not run again"
+            said = [e["message"] or "" for e in engine.store.events(a.id)]
+            assert any("is gone" in m and "running it again" in m for m in said), said
+            a = engine.store.get_task(a.id) or a  # computed again: another result (os.urandom)
+            (tmp_path / "remote" / "blobs" / (a.result_hash or "")).unlink()  # and again, before the kernel asks
+            try:
+                await engine.result("a")
+            except StoreError as err:
+                assert "running again" in str(err)
+            else:
+                raise AssertionError("a result that is gone was served")
+            (a,) = await settle(engine, [engine.scheduler.lookup(a.id) or a])
+            assert a.state is State.COMPLETED and runs.read_text() == "aaa"
+            assert len(outputs((await engine.result("a"))[1])["data"]) == 2 << 20
+
+    run(scenario)

@@ -47,7 +47,7 @@ def test_a_task_runs_on_the_cluster_and_its_result_stays_there_until_fetched(tmp
             assert task.state is State.COMPLETED, task.error
             assert task.handle and task.handle["dask_key"].startswith("hetflow-pack-") and task.handle["worker"]
             assert not engine.store.has_blob(task.result_hash), "the result left the cluster before it was asked for"
-            assert executor.holds(task.id) and executor.describe()["results_kept"] == 1
+            assert executor.holds(task.id, task.result_hash) and executor.describe()["results_kept"] == 1
             assert b"hello from dask" in engine.logs(task.id)
             with pytest.raises(ValueError):  # the engine's client is not every dask user's default client
                 __import__("distributed").client.default_client()

@@ -164,9 +164,10 @@ class RemoteMagics(Magics):
         command, args = words[0], words[1:]
         if command not in LINE_COMMANDS:
             raise UsageError(f"unknown command {command!r}; %remote takes: {', '.join(LINE_COMMANDS)}")
-        needs_task = command in ("logs", "cancel", "result", "rerun")
-        if needs_task and len(args) != 1:
-            raise UsageError(f"%remote {command} TASK: name one task by its name or id")
+        one = "TASK: name one task by its name or id"
+        needs = {"logs": one, "cancel": one, "result": one, "rerun": one, "clean": "EXECUTOR: name one executor"}
+        if command in needs and len(args) != 1:
+            raise UsageError(f"%remote {command} {needs[command]}")
         client = get_client()
         try:
             return getattr(self, f"_cmd_{command}")(client, *args)

@@ -13,7 +13,7 @@ from .events import Events, Listener
 from .executors import Executor, executor_class
 from .models import State, Task, TaskSpec, read_executor_options, ref_ids
 from .prompts import Prompts
-from .protocol import NotFound, SpecError, sha256
+from .protocol import NotFound, ResultGone, SpecError, StoreError, sha256
 from .scheduler import Scheduler
 from .settings import Hetflow
 from .store import Store
@@ -265,13 +265,24 @@ class Engine:
         task = self.find(ref)
         if task.state is not State.COMPLETED or not task.result_hash:
             raise SpecError(f"task {task.label!r} is {task.state.value}; it has no result")
-        return task, await self.scheduler.results.fetch(task)
+        return task, (await self._fetched([task]))[0]
+
+    async def _fetched(self, tasks: list[Task]) -> list[bytes]:
+        """Their results; those kept where they were computed and gone since are computed again (and the answer
+        says so: ask again once they complete)."""
+        try:
+            return await self.scheduler.results.fetch_many(tasks)
+        except ResultGone as gone:
+            again = [t for t in tasks if t.id in gone.tasks]
+            await self.scheduler.rerun(again, f"its result is gone ({gone}); running it again")
+            names = ", ".join(t.label for t in again)
+            raise StoreError(f"{gone}: {names} running again; ask for the result once it has completed") from None
 
     async def group_results(self, ref: str) -> list[tuple[Task, bytes | None]]:
         """Each element of the task's foreach (or the task alone) with its result, fetched where kept."""
         tasks = self._targets(self.find(ref))
         done = [t for t in tasks if t.state is State.COMPLETED and t.result_hash]
-        results = dict(zip([t.id for t in done], await self.scheduler.results.fetch_many(done), strict=True))
+        results = dict(zip([t.id for t in done], await self._fetched(done), strict=True))
         return [(task, results.get(task.id)) for task in tasks]
 
     def logs(self, ref: str, offset: int = 0, limit: int | None = None) -> bytes:

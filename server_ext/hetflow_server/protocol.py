@@ -58,6 +58,24 @@ class StoreError(RuntimeError):
     """The store cannot give what it should hold: a blob missing or not matching its hash (HTTP 500)."""
 
 
+@dataclass(frozen=True)
+class KeptResult:
+    """A result left where it was computed (on a Dask cluster, in a host's blob store): its hash and size now, its
+    bytes on demand."""
+
+    digest: str
+    size: int
+
+
+class ResultGone(LookupError):
+    """Results kept where they were computed are no longer there (a scratch purge, a cleaned store): the tasks
+    that computed them (`tasks`, by id) must run again."""
+
+    def __init__(self, message: str, tasks: list[str]):
+        super().__init__(message)
+        self.tasks = tasks
+
+
 class TransportError(RuntimeError):
     """The machine could not be reached just now: retry later (HTTP 502)."""
 

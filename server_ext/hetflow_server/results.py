@@ -60,7 +60,11 @@ class Results:
                 raise LookupError(f"upstream task {upstream_id} has no result")
             found.append(upstream)
         kept = self.executors.get(task.executor)
-        elsewhere = [u for u in found if not (u.executor == task.executor and kept is not None and kept.holds(u.id))]
+        elsewhere = [
+            u
+            for u in found
+            if not (u.executor == task.executor and kept is not None and kept.holds(u.id, u.result_hash or ""))
+        ]
         await self.fetch_many([u for u in elsewhere if not self.store.has_blob(u.result_hash or "")])
         return [
             Upstream(u.id, output, u.result_hash or "", u.executor, *self._stored(u.result_hash or "")) for u in found
@@ -93,16 +97,15 @@ class Results:
             assert task.result_hash
             if not self.store.has_blob(task.result_hash):
                 executor = self.executors.get(task.executor)
-                if executor is None or not executor.holds(task.id):
+                if executor is None or not executor.holds(task.id, task.result_hash):
                     raise StoreError(
                         f"the result of {task.label} was kept by the {task.executor} executor and is gone (the "
                         f"cluster or the engine restarted); %remote rerun {task.name} computes it again"
                     )
                 kept.setdefault(task.executor, []).append(task)
         for name, waiting in kept.items():
-            for task, data in zip(
-                waiting, await self.executors[name].fetch_results([t.id for t in waiting]), strict=True
-            ):
+            wanted = {t.id: t.result_hash or "" for t in waiting}
+            for task, data in zip(waiting, await self.executors[name].fetch_results(wanted), strict=True):
                 if self.store.put_blob(data) != task.result_hash:
                     raise StoreError(f"the result of {task.label} from {task.executor} does not match its hash")
                 self.store.add_event(task, f"result fetched from {task.executor} ({len(data)} bytes)")

@@ -349,10 +349,28 @@ def run_teed(
         pump.finish()
 
 
-def done_record(result: bytes | None, error: dict | None) -> bytes:
-    """The done file's JSON: the error, or the hash the result must have (the engine checks it)."""
+def done_record(result: bytes | None, error: dict | None, kept: bool = False) -> bytes:
+    """The done file's JSON: the error, or the hash the result must have (the engine checks it), and, when the
+    result stays in the executor's blob store, its size (`kept`)."""
     digest = hashlib.sha256(result).hexdigest() if result is not None else None
-    return json.dumps({"error": error, "sha256": digest}).encode()
+    said = {"error": error, "sha256": digest}
+    return json.dumps({**said, "kept": len(result or b"")} if kept else said).encode()
+
+
+def _keep(job: dict[str, Any], path: str, result: bytes) -> bool:
+    """A result the job says to keep (`keep`: {"dir", "least"}), linked into the blob store under its hash."""
+    keep = job.get("keep")
+    if not keep or len(result) < keep["least"]:
+        return False
+    os.makedirs(keep["dir"], mode=0o700, exist_ok=True)
+    target = os.path.join(keep["dir"], hashlib.sha256(result).hexdigest())
+    try:
+        os.link(path, target)
+    except FileExistsError:  # the same result, computed before
+        pass
+    except OSError:  # no hard links there: a copy, whole or not at all
+        _write_atomically(target, result)
+    return True
 
 
 def run_to_files(
@@ -365,10 +383,12 @@ def run_to_files(
     """Run one task; leave the outcome as `BASE.result` (the result pickle) and `BASE.done` (JSON {"error": ...,
     "sha256": ...}: the engine never unpickles what a remote side says), written atomically, the done file last."""
     result, error = run_teed(job, emit, results, provide)
+    kept = False
     if result is not None:  # complete once the done file exists
         with open(base + ".result", "wb") as fh:
             fh.write(result)
-    _write_atomically(base + ".done", done_record(result, error))
+        kept = _keep(job, base + ".result", result)
+    _write_atomically(base + ".done", done_record(result, error, kept))
     return error
 
 

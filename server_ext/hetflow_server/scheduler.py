@@ -21,6 +21,7 @@ from .dependencies import Dependencies
 from .events import Events
 from .executors import Executor, KeptResult
 from .models import State, Task
+from .protocol import ResultGone
 from .results import Results
 from .settings import Hetflow
 from .store import Store
@@ -212,6 +213,8 @@ class Scheduler:
                     continue
                 try:
                     jobs.append(await self.results.job(task))
+                except ResultGone as gone:  # an upstream result kept elsewhere was purged: that task runs again
+                    self.gone(task.id, gone)
                 except Exception as err:  # its inputs cannot be had: it fails, the others go on
                     self._fail(task, {"type": type(err).__name__, "message": str(err)})
             jobs = [job for job in jobs if self._live.get(job.task_id) is not None]  # cancelled while we waited
@@ -284,6 +287,22 @@ class Scheduler:
         task.restarts += 1
         self.move(task, State.PENDING, f"re-running once: {reason}", "restarts")
         self.later(task_id, 0, lambda: self.enqueue(task))
+
+    def gone(self, task_id: str, gone: ResultGone) -> None:
+        """Upstream results the task reads were kept where they were computed and are gone (a scratch purge): the
+        tasks that computed them run again, then this one; a second time, it fails."""
+        task = self._live.get(task_id)
+        if task is None or task.state.final:
+            return
+        upstream = [found for found in map(self.lookup, gone.tasks) if found is not None]
+        if task.restarts >= 1 or not upstream:
+            self._fail(task, {"type": "ResultGone", "message": str(gone)})
+            return
+        task.restarts += 1
+        labels = ", ".join(t.label for t in upstream)
+        self.move(task, State.PENDING, f"{gone}; running {labels} again first", "restarts")
+        self._wait_for(task, [t.id for t in upstream])
+        self.in_background(self.rerun(upstream, f"its result is gone ({gone}); running it again for {task.label}"))
 
     def _fail(self, task: Task, error: dict[str, str]) -> None:
         task.error, task.finished = error, time.time()

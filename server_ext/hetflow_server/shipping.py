@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runner
-from .protocol import sha256
+from .protocol import KeptResult, sha256
 
 RUNNER_SOURCE = Path(runner.__file__).read_bytes()
 RUNNER_SHA256 = sha256(RUNNER_SOURCE)
@@ -96,7 +96,7 @@ def pickled(message: Any) -> bytes:
 class Outcome:
     """What a task left: its result pickle, or an error description (never unpickled: it is JSON)."""
 
-    result: bytes | None
+    result: bytes | KeptResult | None
     error: dict[str, str] | None
 
 
@@ -110,6 +110,15 @@ def parse_done(data: bytes, where: str) -> Outcome | str:
     except (ValueError, TypeError, KeyError, AttributeError):
         return Outcome(None, {"type": "IntegrityError", "message": f"{where} is not what a task writes"})
     return Outcome(None, error) if error else str(digest or "")
+
+
+def kept_result(data: bytes) -> KeptResult | None:
+    """What a done file says of a result its runner left in the executor's blob store (None: it did not)."""
+    try:
+        said = json.loads(data)
+        return KeptResult(str(said["sha256"]), int(said["kept"])) if said.get("kept") and not said["error"] else None
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 def checked(result: bytes | None, digest: str, where: str) -> Outcome:

@@ -75,7 +75,13 @@ class LocalTransport:
         proc = await asyncio.create_subprocess_shell(
             command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
         )
-        out, err = await proc.communicate()
+        try:
+            out, err = await proc.communicate()
+        except asyncio.CancelledError:  # the engine closes: the command ends with it, reaped on the loop
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.shield(proc.wait())
+            raise
         return Completed(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
 
     async def write(self, path: str, data: bytes) -> None:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Protocol
 from traitlets import HasTraits, Unicode
 
 from ..models import Option
-from ..protocol import AccessError, NotFound, SpecError, TransportError
+from ..protocol import AccessError, KeptResult, NotFound, ResultGone, SpecError, TransportError
 from ..transport import Asker
 
 
@@ -33,14 +33,6 @@ class Upstream:
     def source(self) -> dict[str, Any]:
         """Where the runner reads it from the engine's store (see shipping.Source)."""
         return {"data": self.data} if self.data is not None else {"path": str(self.path)}
-
-
-@dataclass(frozen=True)
-class KeptResult:
-    """A result left where it was computed (on a Dask cluster): its hash and size now, its bytes on demand."""
-
-    digest: str
-    size: int
 
 
 @dataclass
@@ -77,6 +69,9 @@ class Reporter(Protocol):
 
     def lost(self, task_id: str, reason: str) -> None:
         """The task's process is gone without an outcome (it died with a previous engine)."""
+
+    def gone(self, task_id: str, gone: ResultGone) -> None:
+        """The task could not go: upstream results it reads, kept where they were computed, are gone."""
 
     def batch(self) -> AbstractContextManager[None]:
         """Reports made inside are stored in one commit (report many tasks at once inside one)."""
@@ -150,12 +145,13 @@ class Executor(HasTraits):
         """Stop the task wherever it is (queued here or running); no report follows."""
         raise NotImplementedError
 
-    async def fetch_results(self, task_ids: list[str]) -> list[bytes]:
-        """The bytes of results this executor kept (reported as KeptResults), in one round trip."""
+    async def fetch_results(self, kept: dict[str, str]) -> list[bytes]:
+        """The bytes of results this executor kept (reported as KeptResults; task id -> hash), in as few round
+        trips as it can; ResultGone names those no longer there."""
         raise LookupError(f"the {self.kind} executor keeps no results")
 
-    def holds(self, task_id: str) -> bool:
-        """Whether this executor still keeps the task's result where it was computed."""
+    def holds(self, task_id: str, digest: str) -> bool:
+        """Whether this executor may still keep the task's result (with this hash) where it was computed."""
         return False
 
     async def clean(self) -> dict[str, Any]:

@@ -325,14 +325,14 @@ class DaskExecutor(Executor):
 
     # --------------------------------------------------------------------------- results and control
 
-    def holds(self, task_id: str) -> bool:
+    def holds(self, task_id: str, digest: str = "") -> bool:
         pack = self._packs.get(self._pack_of.get(task_id, ""))
         return pack is not None and task_id in pack.kept and pack.future.status == "finished"
 
-    async def fetch_results(self, task_ids: list[str]) -> list[bytes]:
+    async def fetch_results(self, kept: dict[str, str]) -> list[bytes]:
         client = await self.connected()
         by_pack: dict[str, list[str]] = {}
-        for task in task_ids:
+        for task in kept:
             if not self.holds(task):
                 raise LookupError(f"the {self.name} executor no longer holds the result of task {task}")
             by_pack.setdefault(self._pack_of[task], []).append(task)
@@ -346,7 +346,7 @@ class DaskExecutor(Executor):
             if pack is not None:
                 pack.kept.difference_update(tasks)
                 self._release_if_done(pack)
-        return [found[task] for task in task_ids]
+        return [found[task] for task in kept]
 
     async def cancel(self, task_id: str) -> None:
         """A pack of one is cancelled on the cluster; a task inside a larger pack runs there, its outcome ignored

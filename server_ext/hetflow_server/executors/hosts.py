@@ -37,11 +37,21 @@ from traitlets import Bool, Float, Int, List, Unicode
 
 from .. import runner
 from ..models import Option, option_table, parse_seconds
-from ..protocol import AccessError, AnswerRefused, NotFound
-from ..shipping import RUNNER_NAME, RUNNER_SOURCE, JobPaths, Outcome, envelope, inlined, pickled, read_outcome
+from ..protocol import AccessError, AnswerRefused, NotFound, ResultGone
+from ..shipping import (
+    RUNNER_NAME,
+    RUNNER_SOURCE,
+    JobPaths,
+    Outcome,
+    envelope,
+    inlined,
+    kept_result,
+    pickled,
+    read_outcome,
+)
 from ..transport import LocalTransport, NoSuchPath, SSHTransport, Transport
 from .base import Job
-from .blobs import slimmed
+from .blobs import BlobStore
 from .follower import Follower
 from .polled import Followed, Life, PolledExecutor, Saw, ends_with
 
@@ -152,13 +162,17 @@ class HostExecutor(PolledExecutor[HostJob]):
         self._later: list[str] = []  # shell to run with the next command (removals, trims)
         self._warm: dict[str, str] = {}  # the options of a pack's tasks -> the warm pack that takes more
         self._follower = Follower(name, self._pushed)
-        self._uses: dict[str, set[str]] = {}  # task id -> the blobs it reads (never evicted while it runs)
+        self._blobs = BlobStore(name, self.where, lambda arguments: self.with_setup(self._runner(arguments)))
 
     # --------------------------------------------------------------------------- connection
 
     @property
     def is_local(self) -> bool:
         return self.local or self.host in ("", "localhost")
+
+    @property
+    def where(self) -> str:
+        return "local commands" if self.is_local else f"{self.user or '(agent user)'}@{self.host}:{self.port}"
 
     def _make_transport(self) -> Transport:
         if self.is_local:
@@ -204,7 +218,7 @@ class HostExecutor(PolledExecutor[HostJob]):
             except BaseException:
                 await transport.close()  # the next try opens a new one
                 raise
-            self._root, self._transport = root, transport
+            self._root, self._transport, self._blobs.directory = root, transport, f"{root}/blobs"
             return transport
 
     async def prepare(self) -> None:
@@ -231,11 +245,13 @@ class HostExecutor(PolledExecutor[HostJob]):
             return command
         return "bash -lc " + shlex.quote("; ".join([*self.setup, "exec " + command]))
 
+    def _runner(self, arguments: str) -> str:
+        return f"{self.python} {shlex.quote(self._root + '/' + RUNNER_NAME)} {arguments}"
+
     def runner_command(self, pack: str, options: dict[str, Any], limit: float = 0, most: int = 0) -> str:
         """The command an element runs: tasks from the pack's queue (at most `most`, 0: no limit; waiting
         keep_alive seconds for more once idle); `limit` is its time limit in seconds (0: none known)."""
-        runner = shlex.quote(self._root + "/" + RUNNER_NAME)
-        return f"{self.python} {runner} pack {shlex.quote(pack)} {limit:g} {most} {options.get('keep_alive', 0):g}"
+        return self._runner(f"pack {shlex.quote(pack)} {limit:g} {most} {options.get('keep_alive', 0):g}")
 
     # --------------------------------------------------------------------------- the polled-job hooks
 
@@ -247,34 +263,46 @@ class HostExecutor(PolledExecutor[HostJob]):
         return list(packs.values())
 
     async def launch(self, jobs: list[Job]) -> list[HostJob | Exception]:
-        """To the warm allocation for these options, if one takes them; the rest as a new pack."""
+        """To the warm allocation for these options, if one takes them; the rest as a new pack. A job reading a
+        kept result that is gone does not go (ResultGone: its producer runs again first)."""
         transport = await self.prepared()
         await self._start_follower(transport)
-        key = json.dumps(jobs[0].options, sort_keys=True, default=str)
-        handed: list[HostJob | Exception] = []
+        if self.blob_min:
+            limits = self.blob_limit or -1, self.blob_age or -1.0
+            files, missing = await self._blobs.ship(transport, jobs, self.blob_min, INLINE_RESULT + 1, limits)
+        else:
+            files, missing = [pickled(envelope(job, inlined(job))) for job in jobs], {}
+        going = [(job, file) for job, file in zip(jobs, files, strict=True) if isinstance(file, bytes)]
+        records = iter(await self._launch_ready(transport, going, missing) if going else [])
+        return [file if isinstance(file, ResultGone) else next(records) for file in files]
+
+    async def _launch_ready(
+        self, transport: Transport, going: list[tuple[Job, bytes]], missing: dict[str, bytes]
+    ) -> list[HostJob]:
+        key = json.dumps(going[0][0].options, sort_keys=True, default=str)
+        handed: list[HostJob] = []
         if key in self._warm:
-            handed = await self._hand_to(transport, self._warm[key], jobs)
-            if len(handed) < len(jobs):  # it closed its queue: it ends, and the rest go to a new launch
+            await self._blobs.put(transport, missing)
+            missing = {}
+            handed = await self._hand_to(transport, self._warm[key], going)
+            if len(handed) < len(going):  # it closed its queue: it ends, and the rest go to a new launch
                 self._cooled(self._warm.pop(key))
-        rest = jobs[len(handed) :]
+        rest = going[len(handed) :]
         if not rest:
             return handed
-        records = await self._launch_pack(transport, rest)
-        if rest[0].options.get("keep_alive"):
+        records = await self._launch_pack(transport, rest, missing)
+        options = rest[0][0].options
+        if options.get("keep_alive"):
             self._warm[key] = records[0].pack
-            self._packs[records[0].pack].keep_alive = float(rest[0].options["keep_alive"])
+            self._packs[records[0].pack].keep_alive = float(options["keep_alive"])
         return [*handed, *records]
 
-    async def _hand_to(self, transport: Transport, name: str, jobs: list[Job]) -> list[HostJob | Exception]:
+    async def _hand_to(self, transport: Transport, name: str, going: list[tuple[Job, bytes]]) -> list[HostJob]:
         """Each task's files, then its entry in the allocation's queue (written aside and renamed in, so that it
         appears whole), until the queue is found closed. SFTP only: a few milliseconds a task."""
         pack = self._packs[name]
-        shipped, missing = await self._shipped(transport, jobs)
-        for digest, data in missing.items():  # written aside and renamed in: a blob is there whole or not at all
-            await transport.write(f"{self._root}/blobs/{digest}.part", data)
-            await transport.rename(f"{self._root}/blobs/{digest}.part", f"{self._root}/blobs/{digest}")
-        handed: list[HostJob | Exception] = []
-        for job, job_file in zip(jobs, shipped, strict=True):
+        handed: list[HostJob] = []
+        for job, job_file in going:
             entry = f"{time.time_ns():020d}"  # after the pack's first entries, in the order handed
             record = HostJob(job.task_id, pack.job_id, directory=self._attempt_directory(job), pack=name, entry=entry)
             queue = f"{name}/queue/{entry}"
@@ -308,19 +336,21 @@ class HostExecutor(PolledExecutor[HostJob]):
     def _entry(record: HostJob, job: Job) -> bytes:
         return json.dumps({"dir": record.directory, "timeout": job.timeout}).encode()
 
-    async def _launch_pack(self, transport: Transport, jobs: list[Job]) -> list[HostJob]:
+    async def _launch_pack(
+        self, transport: Transport, going: list[tuple[Job, bytes]], missing: dict[str, bytes]
+    ) -> list[HostJob]:
         """Every file of the pack in one tar (one SFTP put), unpacked by the command that launches it: two round
         trips for a pack of any size."""
         name = f"pack-{uuid.uuid4().hex[:8]}"
         pack = f"{self._root}/{name}"
+        jobs = [job for job, _ in going]
         records = [
             HostJob(job.task_id, directory=self._attempt_directory(job), pack=pack, entry=f"{n:06d}")
             for n, job in enumerate(jobs)
         ]
         files = {f"{name}/{path}": data for path, data in self.pack_files(pack, records, jobs[0].options).items()}
-        shipped, missing = await self._shipped(transport, jobs)
         files.update({f"blobs/{digest}": data for digest, data in missing.items()})
-        for record, job, job_file in zip(records, jobs, shipped, strict=True):
+        for record, (job, job_file) in zip(records, going, strict=True):
             files[f"{record.directory.rsplit('/', 1)[-1]}/task.job"] = job_file
             files[f"{name}/queue/{record.entry}"] = self._entry(record, job)
         attempts = [record.directory.rsplit("/", 1)[-1] for record in records]
@@ -336,41 +366,16 @@ class HostExecutor(PolledExecutor[HostJob]):
 
     # --------------------------------------------------------------------------- the blob store
 
-    async def _shipped(self, transport: Transport, jobs: list[Job]) -> tuple[list[bytes], dict[str, bytes]]:
-        """Each job's file, its large values referring to the blob store, and the blobs the store lacks (asked
-        for in one command, which also evicts what the limits say)."""
-        if not self.blob_min:
-            return [pickled(envelope(job, inlined(job))) for job in jobs], {}
-        slim = [slimmed(job, f"{self._root}/blobs", self.blob_min) for job in jobs]
-        blobs = {digest: data for one in slim for digest, data in one.blobs.items()}
-        if blobs:
-            limits = self.blob_limit or -1, self.blob_age or -1
-            present, _ = await self._blob_store(transport, {d: len(data) for d, data in blobs.items()}, *limits)
-            blobs = {digest: data for digest, data in blobs.items() if digest not in present}
-        for job, one in zip(jobs, slim, strict=True):
-            self._uses[job.task_id] = set(one.blobs)
-        return [pickled(one.envelope) for one in slim], blobs
+    def holds(self, task_id: str, digest: str) -> bool:
+        """A result this kind left in the blob store may be there still (it is looked for when needed)."""
+        return bool(self.blob_min)
 
-    async def _blob_store(
-        self, transport: Transport, wanted: dict[str, int], limit: int, age: float
-    ) -> tuple[set[str], tuple[int, int]]:
-        """Which wanted blobs (hash -> size) the store holds, and (count, bytes) evicted to make room (limit in
-        bytes, age in seconds; -1: none)."""
-        in_use = {digest for used in self._uses.values() for digest in used}
-        marks = " ".join([*(f"+{d}:{size}" for d, size in wanted.items()), *(f"={d}" for d in in_use - set(wanted))])
-        runner = shlex.quote(self._root + "/" + RUNNER_NAME)
-        store = shlex.quote(self._root + "/blobs")
-        command = f"{self.python} {runner} blobs {store} {limit} {age:g} {marks}"
-        answer = await transport.run(self.with_setup(command))
-        lines = answer.out.split()
-        if answer.code or "::evicted" not in lines:
-            raise AccessError(f"the blob store {self._root}/blobs on {self.host}: {(answer.err or answer.out).strip()}")
-        at = lines.index("::evicted")
-        return set(lines[:at]), (int(lines[at + 1]), int(lines[at + 2]))
+    async def fetch_results(self, kept: dict[str, str]) -> list[bytes]:
+        return await self._blobs.fetch((await self.prepared()).read, kept)
 
     async def clean(self) -> dict[str, Any]:
         """Empty the blob store, except the blobs of tasks still running."""
-        evicted, freed = (await self._blob_store(await self.prepared(), {}, 0, -1))[1]
+        evicted, freed = (await self._blobs.ask(await self.prepared(), {}, 0, -1))[1]
         return {"removed": evicted, "bytes": freed}
 
     async def poll(self, followed: list[HostJob]) -> dict[str, Saw]:
@@ -510,9 +515,16 @@ class HostExecutor(PolledExecutor[HostJob]):
         transport = await self.prepared()
 
         async def read(path: str) -> bytes | None:
-            return job.outcome_files[path] if path in job.outcome_files else await transport.read(path)
+            if path not in job.outcome_files:
+                found = await transport.read(path)
+                if found is None:
+                    return None
+                job.outcome_files[path] = found
+            return job.outcome_files[path]
 
-        return await read_outcome(read, job.paths, f"{self.host}:")
+        done = await read(job.paths.done)
+        kept = kept_result(done) if done is not None else None
+        return Outcome(kept, None) if kept is not None else await read_outcome(read, job.paths, f"{self.host}:")
 
     async def cancel_job(self, job: HostJob) -> None:
         """Out of the queue if it has not started, else its process stopped; the launch too once it has no task
@@ -528,7 +540,7 @@ class HostExecutor(PolledExecutor[HostJob]):
     async def cleanup(self, job: HostJob, ok: bool) -> None:
         """A completed task's directory goes, and its pack's with the last of its tasks; a failed one's stays for a
         look at its files."""
-        self._uses.pop(job.task_id, None)
+        self._blobs.uses.pop(job.task_id, None)
         pack = self._packs.get(job.pack)
         gone = [job.directory] if ok else []
         if pack is not None:
@@ -603,8 +615,7 @@ class HostExecutor(PolledExecutor[HostJob]):
         await transport.run("; ".join([self.stop_command(allocation), *self._take_later()]))
 
     def describe(self) -> dict[str, Any]:
-        where = "local commands" if self.is_local else f"{self.user or '(agent user)'}@{self.host}:{self.port}"
-        shown = {**super().describe(), "host": where, "connected": self._transport is not None}
+        shown = {**super().describe(), "host": self.where, "connected": self._transport is not None}
         store = f"{self._root or self.remote_root}/blobs" if self.blob_min else None
         return {**shown, "pushed": self._follower.running, "allocations": self.allocations(), "blob_store": store}
 

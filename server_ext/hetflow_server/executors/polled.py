@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar
 
 from traitlets import Float
 
-from ..protocol import AccessError
+from ..protocol import AccessError, ResultGone
 from ..shipping import Outcome
 from .base import Executor, Job
 
@@ -155,7 +155,10 @@ class PolledExecutor(Executor, Generic[R]):
         cancelled = []
         with self.reporter.batch():
             for job, record in zip(group, launched, strict=True):
-                if isinstance(record, Exception):
+                if isinstance(record, ResultGone):
+                    self._cancelled.discard(job.task_id)
+                    self.reporter.gone(job.task_id, record)
+                elif isinstance(record, Exception):
                     self._cancelled.discard(job.task_id)
                     self.reporter.finished(job.task_id, None, _error(record))
                 elif job.task_id in self._cancelled:  # cancelled while it was being launched: it must not run
