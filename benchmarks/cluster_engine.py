@@ -11,7 +11,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
-from cluster import services
+from cluster import link_bytes, services
+
+__all__ = ["embedded", "link_bytes"]
 
 
 def embedded(executors: dict[str, dict[str, Any]]) -> tuple[Any, Any, dict[str, str]]:
