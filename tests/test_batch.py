@@ -169,13 +169,14 @@ def test_a_cell_runs_as_a_batch_job_and_its_computed_output_comes_back_through_e
         written = moto.written(BUCKET, PREFIX)
         runner = [key for key in written if key.split("/")[-1].startswith("runner-")]
         assert len(runner) == 1 and not written[runner[0]][0]["deleted"]
-        names = sorted(key.split("/")[-1] for key in written if key not in runner)
-        assert names[:-1] == sorted(["manifest.json", f"{task.id}.done", f"{task.id}.job", f"{task.id}.result"])
-        assert names[-1].startswith("payload-")
+        blobs = [key for key in written if key.startswith(f"{PREFIX}/blobs/")]  # the payload: kept for the next
+        assert len(blobs) == 1
+        names = sorted(key.split("/")[-1] for key in written if key not in runner + blobs)
+        assert names == sorted(["manifest.json", f"{task.id}.done", f"{task.id}.job", f"{task.id}.result"])
         versions = [v for versions in written.values() for v in versions]
         assert all(v["sse"] == "AES256" for v in versions), written  # the engine's writes and the container's
-        assert all(v["deleted"] for key, vs in written.items() if key not in runner for v in vs), written
-        assert live_keys(moto) == runner
+        assert all(v["deleted"] for key, vs in written.items() if key not in runner + blobs for v in vs), written
+        assert sorted(live_keys(moto)) == sorted(runner + blobs)
 
     run(scenario)
 
@@ -231,8 +232,8 @@ def test_a_foreach_of_3_goes_out_as_one_array_job_whose_children_compute_their_o
             results = await engine.group_results(tasks[0].id)
             assert [outputs(result)["y"] for _, result in results] == [2, 4, 6]
         written = moto.written(BUCKET, PREFIX)
-        payloads = [key for key in written if "/payload-" in key]
-        assert len(payloads) == 1, "the shared payload went up more than once"
+        payloads = [key for key in written if "/blobs/" in key]
+        assert len(payloads) == 1 and len(written[payloads[0]]) == 1, "the shared payload went up more than once"
         versions = [v for vs in written.values() for v in vs]
         assert all((v["sse"], v["kms"]) == ("aws:kms", "alias/hetflow") for v in versions), written
 
@@ -386,7 +387,8 @@ def test_cancelling_a_task_terminates_its_batch_job_and_deletes_its_objects(tmp_
             task = await engine.cancel(task.id)
             assert task.state is State.CANCELLED
             assert described(moto, job_id)["statusReason"] == "cancelled in hetflow"
-            assert [key.split("/")[-1][:7] for key in live_keys(moto)] == ["runner-"]
+            left = [key for key in live_keys(moto) if not key.startswith(f"{PREFIX}/blobs/")]  # blobs stay shared
+            assert [key.split("/")[-1][:7] for key in left] == ["runner-"]
 
     run(scenario)
 
@@ -469,5 +471,32 @@ def test_describe_and_check_name_the_credential_but_never_show_its_secret(tmp_pa
             shown = json.dumps([executor.describe(), checked, engine.describe_executors()])
             assert "credential aws-test" in shown and SECRET not in shown
             assert checked["job_queue"] == QUEUE and checked["s3_prefix"] == f"s3://{BUCKET}/{PREFIX}"
+
+    run(scenario)
+
+
+def test_a_large_input_read_by_a_foreach_and_a_later_cell_is_put_to_s3_once(tmp_path: Path, moto: Moto) -> None:
+    """Counted in what S3 holds: every version written under the prefix, with its size."""
+    big = bytes(range(256)) * 4096  # 1 MiB
+
+    async def scenario() -> None:
+        async with running(tmp_path, moto) as engine:
+            fan = await submit(engine, "n = len(big) + k\n", ["n"], {"big": big}, elements=[1, 2, 3], foreach="k")
+            parent = (await handle(engine, fan[0]))["job_id"].split(":")[0]
+            for index in range(3):
+                assert (await play(moto, f"{parent}:{index}", index)).returncode == 0
+            [later] = await submit(engine, "m = len(big)\n", ["m"], {"big": big})
+            assert (await play(moto, (await handle(engine, later))["job_id"])).returncode == 0
+            done = await settle(engine, [*fan, later], 30)
+            assert all(t.state is State.COMPLETED for t in done), [t.error for t in done]
+            assert [outputs((await engine.result(t.id))[1]) for t in done] == [
+                {"n": len(big) + 1},
+                {"n": len(big) + 2},
+                {"n": len(big) + 3},
+                {"m": len(big)},
+            ]
+        s3 = moto.client("s3")
+        sizes = [v["Size"] for v in s3.list_object_versions(Bucket=BUCKET, Prefix=PREFIX).get("Versions", [])]
+        assert sum(sizes) < 1.5 * len(big), f"{sum(sizes) / len(big):.2f}x the input was put to S3"
 
     run(scenario)

@@ -33,6 +33,7 @@ import select
 import signal
 import struct
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -198,7 +199,8 @@ def execute(
     provider hands over for the job's context (the executor's device) win over inputs of the same name."""
     spec: dict[str, Any] = {}
     try:
-        spec = pickle.loads(job["payload"])
+        payload = job["payload"]
+        spec = pickle.loads(payload if isinstance(payload, bytes) else _blob("the payload", payload))
         _check_versions(spec)
         namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         python = str(spec.get("python", ""))  # the kernel's major.minor
@@ -694,6 +696,14 @@ def blob_store(
 # ------------------------------------------------------------------------------------------- in a container
 
 
+def _blob_refs(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every value of the job sent apart as a blob: the payload, inputs, foreach elements, upstream results."""
+    refs = [job["payload"], *job.get("inputs", {}).values(), *job.get("bound", {}).values()]
+    for ref in job.get("refs", {}).values():
+        refs += ref.get("each", [ref])
+    return [ref for ref in refs if isinstance(ref, dict) and ref.get("blob")]
+
+
 def run_s3(manifest_uri: str, provide: Provide | None = None) -> int:
     """A task in a container (an AWS Batch job or array child, a Braket Hybrid Job) that reads and writes S3 with
     its own role: no URL that could carry the engine's credentials is handed over. The manifest names, per array
@@ -723,9 +733,13 @@ def run_s3(manifest_uri: str, provide: Provide | None = None) -> int:
     result: bytes | None = None
     try:
         job = pickle.loads(get(bucket, entry["job"], entry["sha256"]))
-        if "payload" in entry:  # a payload the submission's tasks share, uploaded once
-            job["payload"] = get(bucket, entry["payload"], entry["payload_sha256"])
-        result, error = run_teed(job, emit, None, provide)
+        with tempfile.TemporaryDirectory() as here:
+            for ref in _blob_refs(job):  # blobs named by S3 key: fetched (and checked) into files here
+                local = os.path.join(here, ref["hash"])
+                if not os.path.exists(local):
+                    _write_atomically(local, get(bucket, ref["path"], ref["hash"]))
+                ref["path"] = local
+            result, error = run_teed(job, emit, None, provide)
     except TaskFailure as failure:
         error = failure.info
     if result is not None:

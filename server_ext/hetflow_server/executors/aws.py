@@ -3,9 +3,10 @@ engine's store — never the server's own environment by accident —, clients p
 (boto3 blocks), a task's objects under `s3_prefix` with server-side encryption on everything written, the manifest
 the runner reads in a container (`runner.run_s3`), and the tail of a CloudWatch Logs stream.
 
-Objects of one submission, under `s3_prefix`: `FOLDER/manifest.json`, `FOLDER/payload-HASH` (a payload shared by the
-submission's tasks is uploaded once), and per task `FOLDER/TASK.job` (the runner's job with its inputs inlined),
-`TASK.result` and `TASK.done` (JSON, written last by the container: the task's own word on its outcome).
+Objects under `s3_prefix`: `blobs/SHA256` (payloads and large values, content-addressed: each uploaded once while
+it is there), and per submission `FOLDER/manifest.json` and per task `FOLDER/TASK.job` (the runner's job, its large
+values referring to blobs), `TASK.result` and `TASK.done` (JSON, written last by the container: the task's own word
+on its outcome).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from traitlets import Float, Unicode
+from traitlets import Float, Int, Unicode
 
 from ..protocol import AccessError, SpecError, sha256
-from ..shipping import RUNNER_NAME, RUNNER_SOURCE, JobPaths, Outcome, envelope, inlined, pickled, read_outcome
+from ..shipping import RUNNER_NAME, RUNNER_SOURCE, JobPaths, Outcome, pickled, read_outcome
 from .base import Job
+from .blobs import slimmed
 from .polled import Followed, PolledExecutor
 
 _S3_URI = re.compile(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/.*)?")
@@ -55,6 +57,12 @@ class AWSExecutor(PolledExecutor[J], Generic[J]):
     kms_key_id = Unicode("", help="KMS key for sse=aws:kms (default: the account's aws/s3 key).")
     endpoint_url = Unicode("", help="An S3/Batch/Logs-compatible endpoint (tests use moto); empty: AWS itself.")
     poll_interval = Float(5.0, help="Seconds between two polls of all running jobs.")  # AWS throttles
+    blob_min = Int(
+        64 * 1024,
+        help="Inputs, foreach elements and upstream results of at least this many bytes go to s3_prefix/blobs/ as "
+        "content-addressed objects, each uploaded once while it stays there (expire them with a lifecycle rule); "
+        "0: they travel inside each task's job (the payload is always shared).",
+    )
 
     def __init__(self, name: str, reporter: Any, spool: Any, **settings: Any):
         super().__init__(name, reporter, spool, **settings)
@@ -216,9 +224,7 @@ class AWSExecutor(PolledExecutor[J], Generic[J]):
 
         await self.s3_delete(await asyncio.to_thread(blocking))
 
-    async def s3_ensure(self, key: str, data: bytes) -> None:
-        """Put an object the jobs share (the runner, a source bundle) unless it is there: looked for at every
-        submission, since a lifecycle rule on the prefix may have expired it."""
+    async def s3_has(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
         try:
@@ -226,6 +232,13 @@ class AWSExecutor(PolledExecutor[J], Generic[J]):
         except ClientError as err:
             if error_code(err) not in ("NoSuchKey", "404", "NotFound"):
                 raise
+            return False
+        return True
+
+    async def s3_ensure(self, key: str, data: bytes) -> None:
+        """Put an object the jobs share (the runner, a source bundle) unless it is there: looked for at every
+        submission, since a lifecycle rule on the prefix may have expired it."""
+        if not await self.s3_has(key):
             await self.s3_put(key, data)
 
     async def upload_runner(self) -> str:
@@ -237,29 +250,26 @@ class AWSExecutor(PolledExecutor[J], Generic[J]):
 
     async def ship(self, folder: str, jobs: list[Job]) -> str:
         """Upload the jobs (entry N of the manifest is jobs[N], an array job's child N) and their manifest; returns
-        the manifest's URI, what `runner.run_s3` takes. Upstream results are inlined (the container cannot read the
-        engine's store); each distinct payload goes up once."""
-        digests: dict[int, str] = {}  # the tasks of a foreach share one payload object: hashed once
-        for job in jobs:
-            if id(job.payload) not in digests:
-                digests[id(job.payload)] = sha256(job.payload)
-        payloads = {digests[id(job.payload)]: job.payload for job in jobs}
-        # the runner puts the payload back from its own object
-        envelopes = [pickled(envelope(job, inlined(job), payload=False)) for job in jobs]
+        the manifest's URI, what `runner.run_s3` takes. The payload and every value of at least `blob_min` bytes
+        (inputs, foreach elements, upstream results, which the container cannot read from the engine's store) are
+        blobs under `blobs/SHA256`: those already there (asked with one HEAD each, at once) are not sent again."""
+        least = self.blob_min or 1 << 62  # 0: only the payload apart
+        slim = [slimmed(job, self.s3_key("blobs"), least, self.name, payload_apart=True) for job in jobs]
+        blobs = {digest: data for one in slim for digest, data in one.blobs.items()}
+        there = await asyncio.gather(*(self.s3_has(f"blobs/{digest}") for digest in blobs))
+        envelopes = [pickled(one.envelope) for one in slim]
         each = []
         for job, data in zip(jobs, envelopes, strict=True):
-            digest, paths = digests[id(job.payload)], JobPaths(f"{folder}/{job.task_id}")
+            paths = JobPaths(f"{folder}/{job.task_id}")
             each.append(
                 {
                     "job": self.s3_key(paths.job),
                     "sha256": sha256(data),
-                    "payload": self.s3_key(f"{folder}/payload-{digest[:16]}"),
-                    "payload_sha256": digest,
                     "result": self.s3_key(paths.result),
                     "done": self.s3_key(paths.done),
                 }
             )
-        uploads = [(f"{folder}/payload-{digest[:16]}", data) for digest, data in payloads.items()]
+        uploads = [(f"blobs/{d}", data) for (d, data), found in zip(blobs.items(), there, strict=True) if not found]
         uploads += [(f"{folder}/{job.task_id}.job", data) for job, data in zip(jobs, envelopes, strict=True)]
         await asyncio.gather(*(self.s3_put(key, data) for key, data in uploads))
         manifest = {"bucket": self.bucket, "sse": self.sse_args, "each": each}

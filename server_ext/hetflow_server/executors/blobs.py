@@ -47,10 +47,11 @@ class Slim:
     kept: dict[str, str] = field(default_factory=dict)
 
 
-def slimmed(job: Job, directory: str, least: int, here: str, keep: int) -> Slim:
+def slimmed(job: Job, directory: str, least: int, here: str, keep: int = 0, payload_apart: bool = False) -> Slim:
     """The job's envelope, each value of at least `least` bytes a reference to `DIRECTORY/SHA256`; an upstream
     result the engine does not hold must be kept by this executor (`here`). A result of at least `keep` bytes
-    (0: none) stays in the store."""
+    (0: none) stays in the store. `payload_apart`: the (slimmed) payload is a blob too, whatever its size (the
+    tasks of a foreach, and later runs of the cell, share it)."""
     slim = Slim({})
 
     def ref(digest: str, data: bytes | None = None) -> dict[str, Any]:
@@ -74,6 +75,8 @@ def slimmed(job: Job, directory: str, least: int, here: str, keep: int) -> Slim:
         slim.envelope["payload"] = pickle.dumps({**spec, "inputs": small}, protocol=5)
         slim.envelope["inputs"] = {name: ref(sha256(value), value) for name, value in large.items()}
     slim.envelope["bound"] = {n: ref(sha256(v), v) if len(v) >= least else v for n, v in job.bound.items()}
+    if payload_apart:
+        slim.envelope["payload"] = ref(sha256(slim.envelope["payload"]), slim.envelope["payload"])
     if keep:
         slim.envelope["keep"] = {"dir": directory, "least": keep}
     return slim
