@@ -440,6 +440,16 @@ def test_a_large_input_read_by_a_foreach_and_two_later_cells_crosses_the_ssh_lin
     assert "keeps no blob store" in refused.stderr + refused.traceback, (refused.stderr, refused.traceback)
 
 
+def test_a_compressible_input_crosses_the_link_compressed(kernel: Kernel, cluster: dict[str, str]) -> None:
+    kernel.run("import os\nzeros = bytes(8 << 20) + os.urandom(16)\n").check()
+    kernel.run("%%remote executor=slurm cache=false\nwarm = 1\n").check()
+    before = link_bytes(cluster)
+    kernel.run("%%remote executor=slurm cache=false\nzeros_read = len(zeros)\n").check()
+    moved = link_bytes(cluster) - before
+    assert kernel.value("zeros_read") == (8 << 20) + 16
+    assert moved <= 0.1 * (8 << 20), f"{moved / (8 << 20):.2f}x the input's size crossed the link"
+
+
 def test_a_large_result_read_by_the_next_cell_on_the_cluster_never_crosses_the_link(
     kernel: Kernel, cluster: dict[str, str]
 ) -> None:

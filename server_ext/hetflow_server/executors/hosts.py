@@ -30,6 +30,7 @@ import sys
 import tarfile
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -657,10 +658,25 @@ class HostExecutor(PolledExecutor[HostJob]):
         return None
 
 
+SQUEEZE_FROM = 1 << 20  # bytes of a pack's files from which compressing them may pay
+SAMPLE = 64 * 1024  # bytes of each file tried
+
+
+def _pays(files: dict[str, bytes]) -> bool:
+    """Whether gzip (level 1, about 100 MB/s) would shrink these files by a third: tried on a sample of each. Pickled
+    arrays of zeros or text shrink tenfold; random or already compressed data not at all, and is sent as it is."""
+    if sum(map(len, files.values())) < SQUEEZE_FROM:
+        return False
+    sample = b"".join(content[:SAMPLE] for content in files.values())
+    return len(zlib.compress(sample, 1)) < 2 * len(sample) / 3
+
+
 def _tar(folders: list[str], files: dict[str, bytes]) -> bytes:
-    """A tar of these folders (mode 0700) and files (0600), names relative to the remote root."""
+    """A tar of these folders (mode 0700) and files (0600), names relative to the remote root; gzipped when that
+    pays (tar -x finds out by itself)."""
     data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
+    squeeze: dict[str, Any] = {"mode": "w:gz", "compresslevel": 1} if _pays(files) else {"mode": "w"}
+    with tarfile.open(fileobj=data, **squeeze) as tar:
         for folder in folders:
             info = tarfile.TarInfo(folder)
             info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o700, int(time.time())
