@@ -24,6 +24,7 @@ KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "password": (("password",), ("username",), ("username",)),
     "aws": (("access_key_id", "secret_access_key"), ("session_token", "region"), ("access_key_id", "region")),
     "token": (("token",), (), ()),
+    "kubeconfig": (("kubeconfig",), (), ()),
 }
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 

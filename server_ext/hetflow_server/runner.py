@@ -11,6 +11,7 @@ deleted names) or an error description that needs no unpickling.
     python runner.py follow INLINE                                # watch task directories for the engine (remote)
     python runner.py blobs DIR LIMIT AGE [+HASH:SIZE|=HASH ...]   # blobs wanted, in use; evict old ones (remote)
     python runner.py s3 MANIFEST_URI                              # one task from and to S3 (a container)
+    python runner.py pod DIR                                      # DIR/job-INDEX, outcome in the log (a pod)
     python runner.py versions                                     # "PY_MAJOR.PY_MINOR CLOUDPICKLE_VERSION"
 
 A PROVIDER is a module with `warm()` and `provide(context) -> {name: value}`: a worker imports it once and hands
@@ -748,6 +749,39 @@ def run_s3(manifest_uri: str, provide: Provide | None = None) -> int:
     return 0 if error is None else 1
 
 
+# ------------------------------------------------------------------------------------------- in a pod
+
+OUTCOME_MARK = "::hetflow-outcome "  # the last line of a pod's log: base64 of {"done": DONE_JSON, "result": B64}
+
+
+def run_pod(directory: str) -> int:
+    """A task in a Kubernetes pod: its job is `DIR/job-INDEX` (a mounted Secret; INDEX the pod's
+    JOB_COMPLETION_INDEX, 0 for a plain Job). What it prints goes to the pod's log; its outcome is the log's last
+    line (so the engine needs no storage of the cluster's: it reads the log it streams anyway). Exit 1 if it
+    failed."""
+    index = os.environ.get("JOB_COMPLETION_INDEX", "0")
+    streams = {"stdout": sys.stdout, "stderr": sys.stderr}
+    ended = ["\n"]  # the log's last character: the outcome line starts a line of its own
+
+    def emit(stream: str, text: str) -> None:
+        streams[stream].write(text)
+        streams[stream].flush()
+        ended[0] = text[-1:] or ended[0]
+
+    try:
+        with open(os.path.join(directory, f"job-{index}"), "rb") as fh:
+            result, error = run_teed(pickle.load(fh), emit)
+    except (OSError, pickle.UnpicklingError) as err:
+        result, error = None, {"type": "JobMissing", "message": f"job-{index} in {directory}: {err}"}
+    data = base64.b64encode(result).decode() if result else None
+    said = {"done": done_record(result, error).decode(), "result": data}
+    sys.stderr.flush()
+    gap = "" if ended[0] == "\n" else "\n"
+    sys.stdout.write(f"{gap}{OUTCOME_MARK}{base64.b64encode(json.dumps(said).encode()).decode()}\n")
+    sys.stdout.flush()
+    return 0 if error is None else 1
+
+
 # ------------------------------------------------------------------------------------------- on Dask
 
 
@@ -808,6 +842,8 @@ def main(argv: list[str]) -> int:
         return 0
     if len(argv) == 2 and argv[0] == "s3":
         return run_s3(argv[1])
+    if len(argv) == 2 and argv[0] == "pod":
+        return run_pod(argv[1])
     if argv == ["versions"]:
         print(f"{sys.version_info[0]}.{sys.version_info[1]} {cloudpickle_version()}")
         return 0

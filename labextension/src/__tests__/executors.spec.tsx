@@ -55,4 +55,12 @@ describe('the executor panel', () => {
     expect(cleanExecutor).toHaveBeenCalledWith('cluster');
     expect(notes).toEqual(['cluster: 2 blobs removed (2048 bytes)']);
   });
+
+  it('shows where each executor reaches: a host, or a namespace and context', async () => {
+    const k8s = { kind: 'kubernetes', healthy: true, namespace: 'research', context: 'gpu-cluster' };
+    const ssh = { kind: 'slurm', healthy: true, host: 'alice@perlmutter:22' };
+    const where = await rendered({ executors: async () => ({ k8s, hpc: ssh }) });
+    expect(where.querySelector('[data-executor="k8s"]')?.textContent).toContain('namespace research, context gpu-cluster');
+    expect(where.querySelector('[data-executor="hpc"]')?.textContent).toContain('alice@perlmutter:22');
+  });
 });

@@ -58,7 +58,10 @@ export function Executors({
             <React.Fragment key={name}>
               <tr data-executor={name}>
                 <td>{name}</td>
-                <td>{info.kind}</td>
+                <td>
+                  {info.kind}
+                  {where(info) ? <div className="hetflow-muted hetflow-where">{where(info)}</div> : null}
+                </td>
                 <td className={info.healthy ? 'hetflow-healthy' : 'hetflow-unhealthy'} title={info.error ?? ''}>
                   {info.healthy ? 'healthy' : `unhealthy${info.error ? `: ${info.error}` : ''}`}
                 </td>
@@ -100,4 +103,12 @@ export function Executors({
       </table>
     </section>
   );
+}
+
+/** Where an executor reaches, for its row's tooltip: a host, or a namespace and context. */
+function where(info: ExecutorInfo): string {
+  if (typeof info.namespace === 'string') {
+    return `namespace ${info.namespace}, context ${String(info.context ?? '(current)')}`;
+  }
+  return typeof info.host === 'string' ? info.host : '';
 }

@@ -15,6 +15,7 @@ KINDS = {
     "batch": "hetflow_server.executors.batch:BatchExecutor",
     "braket": "hetflow_server.executors.braket:BraketExecutor",
     "hybrid": "hetflow_server.executors.hybrid:HybridExecutor",
+    "kubernetes": "hetflow_server.executors.kubernetes:KubernetesExecutor",
 }
 
 

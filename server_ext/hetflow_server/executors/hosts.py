@@ -54,7 +54,7 @@ from ..transport import LocalTransport, NoSuchPath, SSHTransport, Transport
 from .base import Job
 from .blobs import BlobStore
 from .follower import Follower
-from .polled import Followed, Life, PolledExecutor, Saw, ends_with
+from .polled import Followed, Life, PolledExecutor, Saw, by_options, ends_with
 
 log = logging.getLogger(__name__)
 
@@ -257,11 +257,7 @@ class HostExecutor(PolledExecutor[HostJob]):
     # --------------------------------------------------------------------------- the polled-job hooks
 
     def groups(self, jobs: list[Job]) -> list[list[Job]]:
-        """One pack per set of options: what a launch asks the batch system for is the same for all its tasks."""
-        packs: dict[str, list[Job]] = {}
-        for job in jobs:
-            packs.setdefault(json.dumps(job.options, sort_keys=True, default=str), []).append(job)
-        return list(packs.values())
+        return by_options(jobs)
 
     async def launch(self, jobs: list[Job]) -> list[HostJob | Exception]:
         """To the warm allocation for these options, if one takes them; the rest as a new pack. A job reading a

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -277,6 +278,14 @@ class PolledExecutor(Executor, Generic[R]):
             self._poller.cancel()
         if self._cleaning:
             await asyncio.wait(self._cleaning, timeout=10)
+
+
+def by_options(jobs: list[Job]) -> list[list[Job]]:
+    """One group per set of options, in order: what a launch asks its system for is the same for all its tasks."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(json.dumps(job.options, sort_keys=True, default=str), []).append(job)
+    return list(groups.values())
 
 
 def ends_with(text: str) -> str:
