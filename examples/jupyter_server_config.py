@@ -29,10 +29,22 @@ if os.environ.get("HETFLOW_SSH_HOST"):
 else:
     slurm = {"kind": "slurm", "host": "localhost", "python": sys.executable}
 
+# A Kubernetes cluster, from a kubeconfig (the tests set HETFLOW_KUBECONFIG to their API-server double's); the image
+# must hold Python and cloudpickle of this kernel's versions (the double runs the pods' commands with this Python).
+kubernetes = {
+    "kind": "kubernetes",
+    "kubeconfig": os.environ.get("HETFLOW_KUBECONFIG", "~/.kube/config"),
+    "namespace": "research",
+    "image": f"python:{sys.version_info[0]}.{sys.version_info[1]}-slim",
+    "python": os.environ.get("HETFLOW_KUBE_PYTHON", "python3"),
+    "poll_interval": 0.2,
+}
+
 c.Hetflow.default_executor = "local"
 c.Hetflow.executors = {
     "local": {"kind": "local", "workers": 2},  # warm worker processes on this machine
     "dask": {"kind": "dask", "workers": 2},  # a Dask LocalCluster on 127.0.0.1, started at first use
     "braket": {"kind": "braket", "device": "local", "shots": 1000},  # Braket's LocalSimulator
     "slurm": slurm,
+    "k8s": kubernetes,
 }

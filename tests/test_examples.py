@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,13 +17,14 @@ from pathlib import Path
 import nbformat
 import pytest
 from cluster import services
+from kubeapi import kube_api
 from nbclient import NotebookClient
 
 FOLDER = Path(__file__).parent.parent / "examples"
 EXAMPLES = sorted(FOLDER.glob("*.ipynb"))
 CELL_TIMEOUT = 120  # seconds per cell
 # seconds per notebook on the 2-core CI machine (measured there: quickstart 4.5 s, dask 5 s, vqe 4 s, slurm 8.5 s)
-TIMEOUTS = {"quickstart": 90, "dask": 120, "vqe": 120, "slurm": 180}
+TIMEOUTS = {"quickstart": 90, "dask": 120, "vqe": 120, "slurm": 180, "kubernetes": 120}
 NEEDS_CLUSTER = {"slurm"}
 # what examples/jupyter_server_config.py builds the slurm executor from
 CLUSTER_SETTINGS = (
@@ -69,7 +71,12 @@ def test_example_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.M
     client = NotebookClient(
         notebook, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
-    if path.stem in NEEDS_CLUSTER:
+    if path.stem == "kubernetes":  # against the API-server double (docs/kubernetes.md), the pods this Python
+        with kube_api(tmp_path) as (_, config):
+            monkeypatch.setenv("HETFLOW_KUBECONFIG", str(config))
+            monkeypatch.setenv("HETFLOW_KUBE_PYTHON", sys.executable)
+            client.execute()
+    elif path.stem in NEEDS_CLUSTER:
         cluster = services()
         for name in CLUSTER_SETTINGS:
             monkeypatch.setenv(name, cluster[name])
