@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import engines
 from engines import outputs, run, settle, submit, until_running
 from hetflow_server.engine import Engine
 from hetflow_server.models import State
+from servers import JupyterServer
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -199,3 +201,33 @@ def test_a_wrong_token_is_a_clear_error(tmp_path: Path, cluster: tuple[KubeAPI, 
         assert api.jobs == {}
 
     run(scenario)
+
+
+def test_a_jupyter_server_sigkilled_mid_job_re_attaches_and_the_task_ran_once(
+    tmp_path: Path, cluster: tuple[KubeAPI, Path]
+) -> None:
+    api, config = cluster
+    runs = tmp_path / "runs.txt"
+    server = JupyterServer(tmp_path / "server", hetflow={"executors": {"k8s": settings(config)}})
+    outside = server.outside_kernel(tmp_path / "kernel")
+    try:
+        running = outside.start(
+            f"%%remote executor=k8s name=survivor cache=false\nimport time\nopen({str(runs)!r}, 'a').write('run\\n')\n"
+            "for i in range(4):\n    print('tick', i, flush=True)\n    time.sleep(0.5)\nsurvivor = 'done'\n"
+        )
+        deadline = time.monotonic() + 30
+        while not runs.exists():
+            assert time.monotonic() < deadline, "the pod did not start"
+            time.sleep(0.05)
+        server.kill()
+        time.sleep(0.5)
+        server.start()
+        outside.collect(*running, timeout=60).check()
+        assert outside.value("survivor") == "done"
+        assert runs.read_text() == "run\n", "the task ran more than once"
+        assert len(jobs_sent(api)) == 1
+        history = server.json("GET", "hetflow/api/tasks/survivor")["events"]
+        assert any("re-attaching" in (e["message"] or "") for e in history)
+    finally:
+        outside.shutdown()
+        server.stop()
