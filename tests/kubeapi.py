@@ -84,13 +84,16 @@ class Pod:
             "annotations": notes,
         }
         self.phase, self.reason, self.message = "Pending", None, None
+        self.version = 0
         self.state: dict[str, Any] = {"waiting": {"reason": "ContainerCreating"}}
         self.process: subprocess.Popen[bytes] | None = None
         self.log = Path(tempfile.mkstemp(prefix="pod-log-")[1])
         self.deleted = False
+        cluster.changed(self, "ADDED")
         threading.Thread(target=self._run, daemon=True).start()
 
     def to_json(self) -> dict[str, Any]:
+        self.meta["resourceVersion"] = str(self.version)
         container = self.spec["containers"][0]
         status = {
             "name": container["name"],
@@ -108,6 +111,7 @@ class Pod:
         if container["image"].endswith(":missing"):
             message = f'Back-off pulling image "{container["image"]}"'
             self.state = {"waiting": {"reason": "ImagePullBackOff", "message": message}}
+            self.cluster.changed(self)
             return
         mount = Path(tempfile.mkdtemp(prefix="pod-mount-"))
         deadline = time.monotonic() + 10
@@ -128,6 +132,7 @@ class Pod:
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.phase, self.state = "Running", {"running": {"startedAt": _now()}}
+        self.cluster.changed(self)
         limit = container.get("resources", {}).get("limits", {}).get("memory")
         killed = None
         while self.process.poll() is None:
@@ -142,6 +147,7 @@ class Pod:
         if not self.deleted:
             self.phase = "Succeeded" if code == 0 else "Failed"
             self.cluster.pod_ended(self)
+        self.cluster.changed(self, "DELETED" if self.deleted else "MODIFIED")
 
     def stop(self, reason: str | None = None, message: str | None = None) -> None:
         self.reason, self.message = reason, message
@@ -170,6 +176,9 @@ class KubeAPI:
         self.received: list[dict[str, Any]] = []  # every manifest created, as sent
         self.lock = threading.RLock()
         self.url = ""
+        self.version = 1  # resourceVersion: one counter for every change
+        self.events: list[tuple[int, str, dict[str, Any]]] = []  # pod watch events (version, type, pod)
+        self.watches = 0  # watch requests served
         threading.Thread(target=self._deadlines, daemon=True).start()
 
     # the job controller
@@ -247,6 +256,12 @@ class KubeAPI:
         pod.stop()
         return True
 
+    def changed(self, pod: Pod, kind: str = "MODIFIED") -> None:
+        with self.lock:
+            self.version += 1
+            pod.version = self.version
+            self.events.append((self.version, kind, pod.to_json()))
+
     def secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self.lock:
             return self.secrets.get((namespace, name))
@@ -309,13 +324,36 @@ class OneJob(_Handler):
 
 
 class Pods(_Handler):
-    def get(self, namespace: str) -> None:
+    async def get(self, namespace: str) -> None:
         selector = self.get_query_argument("labelSelector", "")
+        if self.get_query_argument("watch", "false").lower() == "true":
+            await self.watch(namespace, selector)
+            return
         with self.api.lock:
             found = [
                 p for (ns, _), p in self.api.pods.items() if ns == namespace and _matches(p.meta["labels"], selector)
             ]
-        self.answer(200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [p.to_json() for p in found]})
+        listed = {"resourceVersion": str(self.api.version)}
+        self.answer(
+            200, {"apiVersion": "v1", "kind": "PodList", "metadata": listed, "items": [p.to_json() for p in found]}
+        )
+
+    async def watch(self, namespace: str, selector: str) -> None:
+        """Events after `resourceVersion`, one JSON line each, until `timeoutSeconds`."""
+        self.api.watches += 1
+        since = int(self.get_query_argument("resourceVersion", "0") or 0) or self.api.version
+        ends = time.monotonic() + float(self.get_query_argument("timeoutSeconds", "60"))
+        self.set_header("Content-Type", "application/json")
+        while time.monotonic() < ends:
+            with self.api.lock:
+                fresh = [e for e in self.api.events if e[0] > since]
+            for version, kind, pod in fresh:
+                since = version
+                if pod["metadata"]["namespace"] == namespace and _matches(pod["metadata"]["labels"], selector):
+                    self.write(json.dumps({"type": kind, "object": pod}) + "\n")
+            if fresh:
+                await self.flush()
+            await asyncio.sleep(0.01)
 
 
 class OnePod(_Handler):

@@ -231,3 +231,21 @@ def test_a_jupyter_server_sigkilled_mid_job_re_attaches_and_the_task_ran_once(
     finally:
         outside.shutdown()
         server.stop()
+
+
+def test_pod_changes_come_by_one_watch_not_by_polling(tmp_path: Path, cluster: tuple[KubeAPI, Path]) -> None:
+    """An executor that lists the pods every 30 s: only the watch (and the log it follows) can bring the
+    tasks back in time."""
+    api, config = cluster
+
+    async def scenario() -> None:
+        async with running(tmp_path, config, poll_interval=30) as engine:
+            for n in range(3):
+                started = time.monotonic()
+                [task] = await submit(engine, f"w = {n}\n", ["w"], f"watched{n}")
+                [task] = await settle(engine, [task], 20)
+                assert task.state is State.COMPLETED, task.error
+                assert time.monotonic() - started < 10, "the task came back with a poll, not the watch"
+        assert api.watches == 1, f"{api.watches} watches for 3 tasks"
+
+    run(scenario)

@@ -4,8 +4,8 @@ A launch (the ready tasks with the same options) is one Job: a plain one for one
 completion per task (`JOB_COMPLETION_INDEX` picks the task). The jobs and the runner travel in a Secret mounted into
 the pod, owned by the Job so that it goes with it; no credential of the engine's is in either. What a task prints is
 its pod's log, followed live (`follow=true`); its outcome is the log's last line (runner.run_pod): the engine needs
-no storage of the cluster's, and reads only the log it streams anyway. One list of the namespace's pods (by label)
-per poll covers every task; a pod that ends without an outcome says why in one line (OOMKilled, ImagePullBackOff,
+no storage of the cluster's, and reads only the log it streams anyway. One watch on the namespace's hetflow pods
+brings their changes at once (one list of pods and Jobs per poll is the fallback); a pod that ends without an outcome says why in one line (OOMKilled, ImagePullBackOff,
 Evicted, DeadlineExceeded). Cancel deletes the Job (propagation Background: its pods and Secret go too), or, for one
 task of a pack, its pod. A restarted engine finds its pods again by the handle's Job name and index.
 """
@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from traitlets import Unicode
+from traitlets import Float, Unicode
 
 from .. import runner
 from ..models import Option, option_table, parse_count, parse_seconds
@@ -105,10 +105,14 @@ class KubernetesExecutor(PolledExecutor[PodJob]):
     credential = Unicode("", help="Name of a `kubeconfig` credential holding a kubeconfig (instead of a file).")
     context = Unicode("", help="Context of the kubeconfig to use (empty: its current context).")
 
+    poll_interval = Float(5.0, help="Seconds between two lists of the pods (the watch brings changes at once).")
+
     def __init__(self, name: str, reporter: Any, spool: Any, **settings: Any):
         super().__init__(name, reporter, spool, **settings)
         self._api: Any = None
         self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        self._closed = threading.Event()
 
     # --------------------------------------------------------------------------- the API
 
@@ -229,9 +233,42 @@ class KubernetesExecutor(PolledExecutor[PodJob]):
         by_place = {(p.metadata.labels.get("hetflow/job"), _index(p)): p for p in pods}
         said = {}
         for job in followed:
-            pod = by_place.get((job.job_id, job.index))
-            said[job.task_id] = self._saw(job, pod, jobs.get(job.job_id))
+            said[job.task_id] = self._saw(job, by_place.get((job.job_id, job.index)), jobs.get(job.job_id))
+            self._follow(job, said[job.task_id], asyncio.get_running_loop())
         return said
+
+    # --------------------------------------------------------------------------- the watch
+
+    def followed(self, job: PodJob) -> None:
+        """One watch on the namespace's hetflow pods, for every task, from the first one followed."""
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, args=(asyncio.get_running_loop(),), daemon=True)
+            self._watcher.start()
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Pod changes as they happen (a Watch resumes from the last resourceVersion; the list per poll stays the
+        fallback, and the only word on a pod the watch missed). Runs until the executor closes: the next task is
+        watched at once."""
+        from kubernetes import client, watch
+
+        stream = watch.Watch()
+        while not self._closed.is_set():
+            try:
+                pods = client.CoreV1Api(self._client()).list_namespaced_pod
+                selector = "app.kubernetes.io/managed-by=hetflow"
+                for event in stream.stream(pods, namespace=self.namespace, label_selector=selector, timeout_seconds=30):
+                    pod = event["object"]
+                    place = (pod.metadata.labels.get("hetflow/job"), _index(pod))
+                    for job in [j for j in self.jobs.copy().values() if (j.job_id, j.index) == place]:
+                        gone = event["type"] == "DELETED"
+                        saw = self._saw(job, None if gone else pod, None)
+                        self._follow(job, saw, loop)
+                        if not (gone and saw.life is Life.ENDED):  # a deleted pod: the poll asks its Job
+                            asyncio.run_coroutine_threadsafe(self.look(job, saw), loop)
+                    if self._closed.is_set():
+                        stream.stop()
+            except Exception:  # the poll goes on; the watch starts again
+                self._closed.wait(self.poll_interval)
 
     def _saw(self, job: PodJob, pod: Any, owner: Any) -> Saw:
         if pod is None:
@@ -257,17 +294,15 @@ class KubernetesExecutor(PolledExecutor[PodJob]):
             job.failure = f"the pod {job.pod} ended {reason}{code}{message}"
             return Saw(Life.ENDED, started=True, log=False, outcome=bool(job.said) or None)
         if pod.status.phase == "Running":
-            self._follow(job)
             return Saw(Life.RUNNING, started=True, log=False, outcome=bool(job.said))
         return Saw(Life.WAITING, log=False)
 
     # --------------------------------------------------------------------------- the log
 
-    def _follow(self, job: PodJob) -> None:
-        """The pod's log, followed in a thread of its own from its start; each chunk reported on the loop."""
-        if job.follower is not None:
+    def _follow(self, job: PodJob, saw: Saw, loop: asyncio.AbstractEventLoop) -> None:
+        """The pod's log, followed in a thread of its own once it runs; each chunk reported on the loop."""
+        if job.follower is not None or not saw.started:
             return
-        loop = asyncio.get_running_loop()
         job.follower = threading.Thread(target=self._read_log, args=(job, loop), daemon=True)
         job.follower.start()
 
@@ -352,6 +387,10 @@ class KubernetesExecutor(PolledExecutor[PodJob]):
     async def reach(self) -> str | None:
         await self.call("core", "list_namespaced_pod", limit=1)
         return None
+
+    async def close(self) -> None:
+        self._closed.set()
+        await super().close()
 
     def describe(self) -> dict[str, Any]:
         where = self.kubeconfig or (f"credential {self.credential}" if self.credential else "in-cluster")
