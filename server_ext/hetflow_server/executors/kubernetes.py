@@ -5,9 +5,10 @@ completion per task (`JOB_COMPLETION_INDEX` picks the task). The jobs and the ru
 the pod, owned by the Job so that it goes with it; no credential of the engine's is in either. What a task prints is
 its pod's log, followed live (`follow=true`); its outcome is the log's last line (runner.run_pod): the engine needs
 no storage of the cluster's, and reads only the log it streams anyway. One watch on the namespace's hetflow pods
-brings their changes at once (one list of pods and Jobs per poll is the fallback); a pod that ends without an outcome says why in one line (OOMKilled, ImagePullBackOff,
-Evicted, DeadlineExceeded). Cancel deletes the Job (propagation Background: its pods and Secret go too), or, for one
-task of a pack, its pod. A restarted engine finds its pods again by the handle's Job name and index.
+brings their changes at once (one list of pods and Jobs per poll is the fallback); a pod that ends without an
+outcome says why in one line (OOMKilled, ImagePullBackOff, Evicted, DeadlineExceeded). Cancel deletes the Job
+(propagation Background: its pods and Secret go too), or, for one task of a pack, its pod. A restarted engine finds
+its pods again by the handle's Job name and index.
 """
 
 from __future__ import annotations
