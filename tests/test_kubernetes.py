@@ -17,6 +17,7 @@ import pytest
 from kubeapi import KubeAPI, kube_api
 
 import engines
+from aws import REGION, ROLE_KEYS, Moto
 from engines import outputs, run, settle, submit, until_running
 from hetflow_server.engine import Engine
 from hetflow_server.models import State
@@ -72,6 +73,9 @@ def test_a_cell_runs_as_a_job_returns_its_value_streams_its_log_and_leaves_nothi
             assert engine.logs(task.id).decode() == "tick 0\ntick 1\ntick 2\n"
             shown = engine.describe_executors()["k8s"]
             assert (shown["namespace"], shown["context"]) == ("research", "(current)"), shown
+            deadline = time.monotonic() + 10  # the Job goes with the cleanup that follows the outcome
+            while api.jobs and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
         assert api.refused == [], api.refused  # every manifest passed the schema
         (job,) = jobs_sent(api)
         assert job["spec"]["backoffLimit"] == 0 and job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
@@ -247,5 +251,42 @@ def test_pod_changes_come_by_one_watch_not_by_polling(tmp_path: Path, cluster: t
                 assert task.state is State.COMPLETED, task.error
                 assert time.monotonic() - started < 10, "the task came back with a poll, not the watch"
         assert api.watches == 1, f"{api.watches} watches for 3 tasks"
+
+    run(scenario)
+
+
+def test_a_large_input_goes_to_s3_once_and_the_pods_read_it_with_their_own_role(
+    tmp_path: Path, cluster: tuple[KubeAPI, Path], moto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond what a Secret holds: the blobs go to moto's S3 with the engine's aws credential; the pods (run by the
+    double with the node's environment, standing for their IRSA role) read them with other keys."""
+    api, config = cluster
+    moto = Moto(moto_url)
+    moto.reset()
+    moto.client("s3").create_bucket(Bucket="k8s-blobs")
+    for name, value in {**ROLE_KEYS, "AWS_ENDPOINT_URL": moto.url, "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(name, value)
+    big = bytes(range(256)) * 8192  # 2 MiB: twice what a Secret holds
+    s3 = {"s3_prefix": "s3://k8s-blobs/team", "s3_credential": "aws-k8s", "s3_endpoint_url": moto.url}
+
+    async def scenario() -> None:
+        async with running(tmp_path, config, **s3) as engine:
+            keys = {"access_key_id": "AKIAENGINEFAKE", "secret_access_key": "engine-secret-not-real"}
+            engine.credentials.put("aws-k8s", "aws", keys)
+            elements = [cloudpickle.dumps(n) for n in range(3)]
+            fan = await submit(engine, "n = len(big) + k\n", ["n"], "fan", elements, {"big": big}, foreach="k")
+            [later] = await submit(engine, "m = len(big)\n", ["m"], "later", None, {"big": big})
+            done = await settle(engine, [*fan, later], 60)
+            assert all(t.state is State.COMPLETED for t in done), [t.error for t in done]
+            assert [outputs((await engine.result(t.id))[1]) for t in done] == [
+                {"n": len(big)},
+                {"n": len(big) + 1},
+                {"n": len(big) + 2},
+                {"m": len(big)},
+            ]
+        versions = moto.client("s3").list_object_versions(Bucket="k8s-blobs", Prefix="team/blobs/").get("Versions", [])
+        assert sum(v["Size"] for v in versions) < 1.5 * len(big), [v["Size"] for v in versions]
+        secrets = [m for m in api.received if m["kind"] == "Secret"]
+        assert all(sum(map(len, m["data"].values())) < 200_000 for m in secrets), "the input went in a Secret"
 
     run(scenario)

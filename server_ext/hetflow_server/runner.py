@@ -705,6 +705,25 @@ def _blob_refs(job: dict[str, Any]) -> list[dict[str, Any]]:
     return [ref for ref in refs if isinstance(ref, dict) and ref.get("blob")]
 
 
+def _s3_reader(s3: Any) -> Callable[..., bytes]:
+    def get(bucket: str, key: str, digest: str | None = None) -> bytes:
+        data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+            raise TaskFailure("IntegrityError", f"s3://{bucket}/{key} does not match its hash")
+        return data
+
+    return get
+
+
+def _blobs_to_files(job: dict[str, Any], get: Callable[[str, str], bytes], here: str) -> None:
+    """The blobs a job names by object key, fetched (each checked against its hash) into files in `here`."""
+    for ref in _blob_refs(job):
+        local = os.path.join(here, ref["hash"])
+        if not os.path.exists(local):
+            _write_atomically(local, get(ref["path"], ref["hash"]))
+        ref["path"] = local
+
+
 def run_s3(manifest_uri: str, provide: Provide | None = None) -> int:
     """A task in a container (an AWS Batch job or array child, a Braket Hybrid Job) that reads and writes S3 with
     its own role: no URL that could carry the engine's credentials is handed over. The manifest names, per array
@@ -721,13 +740,7 @@ def run_s3(manifest_uri: str, provide: Provide | None = None) -> int:
         streams[stream].flush()
 
     s3 = boto3.client("s3")
-
-    def get(bucket: str, key: str, digest: str | None = None) -> bytes:
-        data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        if digest is not None and hashlib.sha256(data).hexdigest() != digest:
-            raise TaskFailure("IntegrityError", f"s3://{bucket}/{key} does not match its hash")
-        return data
-
+    get = _s3_reader(s3)
     manifest = json.loads(get(*manifest_uri.removeprefix("s3://").split("/", 1)))
     bucket, sse = manifest["bucket"], manifest.get("sse", {})
     entry = manifest["each"][int(os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX", "0"))]
@@ -735,11 +748,7 @@ def run_s3(manifest_uri: str, provide: Provide | None = None) -> int:
     try:
         job = pickle.loads(get(bucket, entry["job"], entry["sha256"]))
         with tempfile.TemporaryDirectory() as here:
-            for ref in _blob_refs(job):  # blobs named by S3 key: fetched (and checked) into files here
-                local = os.path.join(here, ref["hash"])
-                if not os.path.exists(local):
-                    _write_atomically(local, get(bucket, ref["path"], ref["hash"]))
-                ref["path"] = local
+            _blobs_to_files(job, lambda key, digest: get(bucket, key, digest), here)
             result, error = run_teed(job, emit, None, provide)
     except TaskFailure as failure:
         error = failure.info
@@ -770,9 +779,18 @@ def run_pod(directory: str) -> int:
 
     try:
         with open(os.path.join(directory, f"job-{index}"), "rb") as fh:
-            result, error = run_teed(pickle.load(fh), emit)
+            job = pickle.load(fh)
+        with tempfile.TemporaryDirectory() as here:
+            if job.get("blob_bucket"):  # large values in object storage, read with the pod's own role
+                import boto3
+
+                bucket, get = job["blob_bucket"], _s3_reader(boto3.client("s3"))
+                _blobs_to_files(job, lambda key, digest: get(bucket, key, digest), here)
+            result, error = run_teed(job, emit)
     except (OSError, pickle.UnpicklingError) as err:
         result, error = None, {"type": "JobMissing", "message": f"job-{index} in {directory}: {err}"}
+    except TaskFailure as failure:
+        result, error = None, failure.info
     data = base64.b64encode(result).decode() if result else None
     said = {"done": done_record(result, error).decode(), "result": data}
     sys.stderr.flush()

@@ -22,13 +22,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from traitlets import Float, Unicode
+from traitlets import Dict, Float, Int, Unicode
 
 from .. import runner
 from ..models import Option, option_table, parse_count, parse_seconds
 from ..protocol import AccessError
 from ..shipping import RUNNER_SOURCE, LaunchError, Outcome, checked, envelope, inlined, parse_done, pickled
 from .base import Job
+from .blobs import slimmed
 from .polled import Followed, Life, PolledExecutor, Saw, by_options, ends_with
 
 MOUNT = "/var/run/hetflow"  # where the pod finds its Secret
@@ -105,6 +106,17 @@ class KubernetesExecutor(PolledExecutor[PodJob]):
     kubeconfig = Unicode("", help="Path of a kubeconfig file; empty: the credential's, else in-cluster config.")
     credential = Unicode("", help="Name of a `kubeconfig` credential holding a kubeconfig (instead of a file).")
     context = Unicode("", help="Context of the kubeconfig to use (empty: its current context).")
+    env = Dict(
+        value_trait=Unicode(), help="Environment of the pods (e.g. AWS_REGION); never secrets: the manifest shows it."
+    )
+    s3_prefix = Unicode(
+        "",
+        help="s3://bucket/prefix for blobs: the payload and values of blob_min bytes or more go there, each once, and "
+        "the pods read them with their own role (IRSA, boto3's chain); empty: everything in the Job's Secret (1 MiB).",
+    )
+    s3_credential = Unicode("", help="Name of an `aws` credential the engine writes the blobs with.")
+    s3_endpoint_url = Unicode("", help="An S3-compatible endpoint for the engine's writes (tests use moto).")
+    blob_min = Int(64 * 1024, help="Bytes from which a value goes to s3_prefix as a blob.")
 
     poll_interval = Float(5.0, help="Seconds between two lists of the pods (the watch brings changes at once).")
 
@@ -165,13 +177,14 @@ class KubernetesExecutor(PolledExecutor[PodJob]):
         if not self.image:
             raise AccessError(f"executor {self.name!r}: set image= (Python {_python()} with cloudpickle)")
         name = f"hetflow-{uuid.uuid4().hex[:12]}"
-        files = {f"job-{n}": pickled(envelope(job, inlined(job))) for n, job in enumerate(jobs)}
+        shipped = await self._blobbed(jobs) if self.s3_prefix else [envelope(job, inlined(job)) for job in jobs]
+        files = {f"job-{n}": pickled(one) for n, one in enumerate(shipped)}
         files["runner.py"] = RUNNER_SOURCE
         size = sum(map(len, files.values()))
         if size > SECRET_LIMIT * 3 // 4:  # base64 in the Secret
             raise LaunchError(
-                f"the tasks' inputs are {size} bytes: a Kubernetes Secret holds at most 1 MiB; pass large data by "
-                "a path the pods can read (a volume, object storage) until the blob store reaches Kubernetes"
+                f"the tasks' inputs are {size} bytes: a Kubernetes Secret holds at most 1 MiB; set s3_prefix= (the "
+                "blobs go there, read by the pods with their own role) or pass large data by a path the pods read"
             )
         made = await self.call("batch", "create_namespaced_job", body=self.job_manifest(name, jobs))
         owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": made.metadata.uid}
@@ -185,6 +198,40 @@ class KubernetesExecutor(PolledExecutor[PodJob]):
         await self.call("core", "create_namespaced_secret", body=secret)
         return [PodJob(job.task_id, name, index=n) for n, job in enumerate(jobs)]
 
+    async def _blobbed(self, jobs: list[Job]) -> list[dict[str, Any]]:
+        """The jobs' envelopes with the payload and large values as blobs under s3_prefix/blobs/SHA256, those not
+        there yet put (one HEAD each, at once)."""
+        bucket, _, prefix = self.s3_prefix.removeprefix("s3://").partition("/")
+        folder = f"{prefix.strip('/')}/blobs" if prefix.strip("/") else "blobs"
+        slim = [slimmed(job, folder, self.blob_min or 1 << 62, self.name, payload_apart=True) for job in jobs]
+        blobs = {digest: data for one in slim for digest, data in one.blobs.items()}
+        s3 = await asyncio.to_thread(self._s3)
+
+        def put_missing(digest: str, data: bytes) -> None:
+            from botocore.exceptions import ClientError
+
+            try:
+                s3.head_object(Bucket=bucket, Key=f"{folder}/{digest}")
+            except ClientError:
+                s3.put_object(Bucket=bucket, Key=f"{folder}/{digest}", Body=data, ServerSideEncryption="AES256")
+
+        await asyncio.gather(*(asyncio.to_thread(put_missing, d, data) for d, data in blobs.items()))
+        return [{**one.envelope, "blob_bucket": bucket} for one in slim]
+
+    def _s3(self) -> Any:
+        import boto3
+
+        if not self.s3_credential:
+            raise AccessError(f"executor {self.name!r}: s3_prefix needs s3_credential= (an aws credential)")
+        fields = self.credentials(self.s3_credential)["fields"]
+        session = boto3.Session(
+            aws_access_key_id=fields["access_key_id"],
+            aws_secret_access_key=fields["secret_access_key"],
+            aws_session_token=fields.get("session_token") or None,
+            region_name=fields.get("region") or None,
+        )
+        return session.client("s3", endpoint_url=self.s3_endpoint_url or None)
+
     def job_manifest(self, name: str, jobs: list[Job]) -> dict[str, Any]:
         options = jobs[0].options
         limits: dict[str, str] = {key: str(options[key]) for key in ("cpu", "memory") if key in options}
@@ -196,6 +243,8 @@ class KubernetesExecutor(PolledExecutor[PodJob]):
             "command": [self.python, f"{MOUNT}/runner.py", "pod", MOUNT],
             "volumeMounts": [{"name": "hetflow", "mountPath": MOUNT, "readOnly": True}],
         }
+        if self.env:
+            container["env"] = [{"name": key, "value": value} for key, value in self.env.items()]
         if limits:
             container["resources"] = {"limits": limits, "requests": dict(limits)}
         if "image_pull_policy" in options:
