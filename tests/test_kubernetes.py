@@ -290,3 +290,25 @@ def test_a_large_input_goes_to_s3_once_and_the_pods_read_it_with_their_own_role(
         assert all(sum(map(len, m["data"].values())) < 200_000 for m in secrets), "the input went in a Secret"
 
     run(scenario)
+
+
+def test_a_kubeconfig_credential_reaches_the_cluster_and_is_never_shown(
+    tmp_path: Path, cluster: tuple[KubeAPI, Path]
+) -> None:
+    api, config = cluster
+    text = config.read_text()
+
+    async def scenario() -> None:
+        async with engines.running(
+            tmp_path, {"k8s": {**settings(config), "kubeconfig": "", "credential": "kube"}}, "k8s"
+        ) as engine:
+            engine.credentials.put("kube", "kubeconfig", {"kubeconfig": text})
+            [task] = await submit(engine, "k = 'via credential'\n", ["k"], "credentialed")
+            [task] = await settle(engine, [task], 30)
+            assert task.state is State.COMPLETED, task.error
+            shown = str(engine.describe_executors()) + str(engine.credentials.describe())
+            assert "hetflow-test-token" not in shown and "credential kube" in shown
+        sent = str(api.received)
+        assert "hetflow-test-token" not in sent, "the token went into a manifest"
+
+    run(scenario)
