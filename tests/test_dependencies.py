@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import pytest
 
 import engines
 from engines import outputs, run, settle, submit, until_running
 from hetflow_server.engine import Engine
 from hetflow_server.models import State
+from hetflow_server.protocol import StoreError
 
 
 def running(tmp_path: Path) -> contextlib.AbstractAsyncContextManager[Engine]:
@@ -146,5 +148,29 @@ def test_a_dependent_of_an_uncached_upstream_is_not_served_a_stale_result(tmp_pa
                 [d] = await submit(engine, "d = a * 10\n", ["d"], "d", cache=True, refs={"a": [a.id, "a"]})
                 [d] = await settle(engine, [d])
                 assert (await result(engine, d.id))["d"] == value * 10
+
+    run(scenario)
+
+
+def test_a_task_the_store_could_not_take_never_runs(tmp_path: Path) -> None:
+    """Submission is atomic: a task is in the store before anything can run it."""
+    marker = tmp_path / "ran"
+
+    async def scenario() -> None:
+        async with running(tmp_path) as engine:
+            real = engine.store.insert_tasks
+
+            def refuse(*args: Any, **kwargs: Any) -> None:
+                raise StoreError("the disk is full")
+
+            engine.store.insert_tasks = refuse  # type: ignore[method-assign]
+            with pytest.raises(StoreError):
+                await submit(engine, f"open({str(marker)!r}, 'w').write('x')\nghost = 1\n", ["ghost"], "ghost")
+            engine.store.insert_tasks = real  # type: ignore[method-assign]
+            [after] = await submit(engine, "fine = 1\n", ["fine"], "fine")  # the next hand-over
+            [after] = await settle(engine, [after])
+            assert after.state is State.COMPLETED
+            assert not marker.exists(), "a task the store refused ran with the next submission"
+            assert [t.name for t in engine.tasks()] == ["fine"]
 
     run(scenario)

@@ -168,6 +168,8 @@ class RemoteMagics(Magics):
         needs = {"logs": one, "cancel": one, "result": one, "rerun": one, "clean": "EXECUTOR: name one executor"}
         if command in needs and len(args) != 1:
             raise UsageError(f"%remote {command} {needs[command]}")
+        if command not in needs and args:
+            raise UsageError(f"%remote {command} takes no arguments (got {' '.join(args)!r})")
         client = get_client()
         try:
             return getattr(self, f"_cmd_{command}")(client, *args)

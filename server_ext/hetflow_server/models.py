@@ -29,6 +29,10 @@ class State(str, Enum):
 
 # ---------------------------------------------------------------------------------------------- options
 
+MAX_COUNT = 1_000_000  # beyond any count that means something here; far below what SQLite's integers hold
+MIN_SECONDS = 0.01  # a shorter duration is below what any executor can measure or stop
+MAX_SECONDS = 366 * 86400.0
+
 _DURATION = re.compile(r"^(?:(?:(\d+)-)?(\d+):)?(\d+):(\d+(?:\.\d+)?)$")
 
 
@@ -57,6 +61,8 @@ def parse_seconds(text: str) -> float:
             raise ValueError("expected seconds (e.g. 30, 1.5) or HH:MM:SS") from None
     if not math.isfinite(value) or value <= 0:
         raise ValueError("must be a positive number of seconds")
+    if not MIN_SECONDS <= value <= MAX_SECONDS:
+        raise ValueError(f"must be between {MIN_SECONDS:g} s and {MAX_SECONDS / 86400:g} days")
     return value
 
 
@@ -67,6 +73,8 @@ def parse_count(text: str) -> int:
         raise ValueError("expected a whole number") from None
     if value < 0:
         raise ValueError("must be 0 or more")
+    if value > MAX_COUNT:
+        raise ValueError(f"must be at most {MAX_COUNT:,}")
     return value
 
 

@@ -118,9 +118,9 @@ class Scheduler:
     async def add(self, tasks: list[Task], blobs: dict[str, bytes]) -> None:
         """New tasks (one cell, or every element of a foreach): stored with their first events in one
         transaction, then the ready ones handed over together."""
-        self.results.hold(blobs)
         rows: list[tuple[Task, list[State], str | None]] = []
         known: dict[str, Task | None] = {}
+        waits: list[tuple[Task, list[str]]] = []
         now = time.time()
         for task in tasks:
             if task.state is State.COMPLETED:  # an element served from the cache
@@ -133,14 +133,19 @@ class Scheduler:
                 task.error = {"type": "UpstreamFailed", "message": reason}
                 rows.append((task, [State.PENDING, State.CANCELLED], reason))
             elif waiting:
-                self._wait_for(task, waiting)
+                waits.append((task, waiting))
                 rows.append((task, [State.PENDING], f"waiting for {len(waiting)} upstream task(s)"))
             else:
                 task.state, task.attempts = State.QUEUED, 1
+                rows.append((task, [State.PENDING, State.QUEUED], None))
+        self.store.insert_tasks(rows, blobs.values())  # stored first: a task nothing could store never runs
+        self.results.hold(blobs)
+        for task, waiting in waits:
+            self._wait_for(task, waiting)
+        for task, _, _ in rows:
+            if task.state is State.QUEUED:
                 self._live[task.id] = task
                 self._ready.setdefault(task.executor, []).append(task)
-                rows.append((task, [State.PENDING, State.QUEUED], None))
-        self.store.insert_tasks(rows, blobs.values())
         for task, _, message in rows:
             self.announce(task, message)
             if task.state.final:
