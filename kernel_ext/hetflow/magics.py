@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import cloudpickle
@@ -9,6 +10,7 @@ import IPython
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_cell_magic, magics_class
+from traitlets import Int
 
 from hetflow_server.models import State, TaskSpec
 from hetflow_server.protocol import Payload, SpecError, StoreError, sha256
@@ -44,6 +46,12 @@ def _usage() -> str:
 
 @magics_class
 class RemoteMagics(Magics):
+    foreach_limit = Int(
+        100_000,
+        help="Most elements a foreach may have: the expression is iterated no further (an endless generator stops "
+        "there with an error). `%config RemoteMagics.foreach_limit = N` to change it.",
+    ).tag(config=True)
+
     shell: InteractiveShell  # IPython registers the magics with its shell
 
     @line_cell_magic
@@ -145,9 +153,22 @@ class RemoteMagics(Magics):
             raise UsageError(f"foreach={name}:{expr}: {err.msg}") from None
         resolve([n for n in code.co_names if n in self.shell.user_ns])
         try:
-            values = list(eval(code, self.shell.user_ns))
+            values = list(itertools.islice(eval(code, self.shell.user_ns), self.foreach_limit + 1))
         except Exception as err:
-            raise UsageError(f"foreach={name}:{expr} could not be iterated: {type(err).__name__}: {err}") from None
+            hint = (
+                f" (quotes in an option are the shell's: to iterate over a string, quote the option whole, e.g. "
+                f"foreach=\"{name}:'abc'\")"
+                if isinstance(err, NameError)
+                else ""
+            )
+            raise UsageError(
+                f"foreach={name}:{expr} could not be iterated: {type(err).__name__}: {err}{hint}"
+            ) from None
+        if len(values) > self.foreach_limit:
+            raise UsageError(
+                f"foreach={name}:{expr} has more than {self.foreach_limit:,} elements (RemoteMagics.foreach_limit): "
+                "iterate over fewer, or over chunks of them"
+            )
         return [pickled(f"element {n} of {name}", value) for n, value in enumerate(values)]
 
     def _prompt_number(self) -> int:

@@ -33,13 +33,18 @@ def parse_line(line: str) -> CellOptions:
         raise SpecError(f"cannot read the options ({err}); write them as key=value, e.g. {EXAMPLE}") from None
     options = CellOptions()
     seen: set[str] = set()
+    seen_last = ""
     for word in words:
         key, sep, value = word.partition("=")
         if not sep or not key.isidentifier():
-            raise SpecError(f"{word!r} is not a key=value option; e.g. {EXAMPLE}")
+            quote = (
+                f"; if it belongs to {seen_last!r}, quote that option whole, e.g. foreach='x:[1, 2]'" if seen else ""
+            )
+            raise SpecError(f"{word!r} is not a key=value option; e.g. {EXAMPLE}{quote}")
         if key in seen:
             raise SpecError(f"option {key!r} is given twice")
         seen.add(key)
+        seen_last = key
         if key in COMMON_OPTIONS:
             setattr(options, key, COMMON_OPTIONS[key].read(value))
         else:
