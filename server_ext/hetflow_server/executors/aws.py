@@ -115,13 +115,7 @@ class AWSExecutor(PolledExecutor[J], Generic[J]):
                     + ": give it keys, sso or a role to assume, or use an aws credential of the engine's store"
                 )
             return session
-        fields = self.credentials(self.credential)["fields"]
-        return boto3.Session(
-            aws_access_key_id=fields["access_key_id"],
-            aws_secret_access_key=fields["secret_access_key"],
-            aws_session_token=fields.get("session_token") or None,
-            region_name=self.region or fields.get("region") or None,
-        )
+        return credential_session(self.credentials(self.credential)["fields"], self.region)
 
     def _stamp(self) -> Any:
         """When the credential the session is built from was last replaced (None for a profile)."""
@@ -329,6 +323,18 @@ class AWSExecutor(PolledExecutor[J], Generic[J]):
         """List the prefix (the engine needs s3:ListBucket on it to clean up)."""
         await self.call("s3", "list_objects_v2", Bucket=self.bucket, Prefix=self.s3_key(""), MaxKeys=1)
         return None
+
+
+def credential_session(fields: dict[str, Any], region: str = "") -> Any:
+    """A boto3 session from an `aws` credential's fields (never the machine's own credentials)."""
+    import boto3
+
+    return boto3.Session(
+        aws_access_key_id=fields["access_key_id"],
+        aws_secret_access_key=fields["secret_access_key"],
+        aws_session_token=fields.get("session_token") or None,
+        region_name=region or fields.get("region") or None,
+    )
 
 
 def error_code(err: BaseException) -> str:

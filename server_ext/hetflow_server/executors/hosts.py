@@ -54,7 +54,7 @@ from ..transport import LocalTransport, NoSuchPath, SSHTransport, Transport
 from .base import Job
 from .blobs import BlobStore
 from .follower import Follower
-from .polled import Followed, Life, PolledExecutor, Saw, by_options, ends_with
+from .polled import Followed, Life, PolledExecutor, Saw, by_options, ends_with, options_key
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ class HostExecutor(PolledExecutor[HostJob]):
     async def _launch_ready(
         self, transport: Transport, going: list[tuple[Job, bytes]], missing: dict[str, bytes]
     ) -> list[HostJob]:
-        key = json.dumps(going[0][0].options, sort_keys=True, default=str)
+        key = options_key(going[0][0].options)
         handed: list[HostJob] = []
         if key in self._warm:
             await self._blobs.put(transport, missing)

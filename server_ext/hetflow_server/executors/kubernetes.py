@@ -28,6 +28,7 @@ from .. import runner
 from ..models import Option, option_table, parse_count, parse_seconds
 from ..protocol import AccessError
 from ..shipping import RUNNER_SOURCE, LaunchError, Outcome, checked, envelope, inlined, parse_done, pickled
+from .aws import credential_session
 from .base import Job
 from .blobs import slimmed
 from .polled import Followed, Life, PolledExecutor, Saw, by_options, ends_with
@@ -219,17 +220,9 @@ class KubernetesExecutor(PolledExecutor[PodJob]):
         return [{**one.envelope, "blob_bucket": bucket} for one in slim]
 
     def _s3(self) -> Any:
-        import boto3
-
         if not self.s3_credential:
             raise AccessError(f"executor {self.name!r}: s3_prefix needs s3_credential= (an aws credential)")
-        fields = self.credentials(self.s3_credential)["fields"]
-        session = boto3.Session(
-            aws_access_key_id=fields["access_key_id"],
-            aws_secret_access_key=fields["secret_access_key"],
-            aws_session_token=fields.get("session_token") or None,
-            region_name=fields.get("region") or None,
-        )
+        session = credential_session(self.credentials(self.s3_credential)["fields"])
         return session.client("s3", endpoint_url=self.s3_endpoint_url or None)
 
     def job_manifest(self, name: str, jobs: list[Job]) -> dict[str, Any]:

@@ -280,11 +280,16 @@ class PolledExecutor(Executor, Generic[R]):
             await asyncio.wait(self._cleaning, timeout=10)
 
 
+def options_key(options: dict[str, Any]) -> str:
+    """The same text for the same options: what a launch (or a warm allocation) is asked for."""
+    return json.dumps(options, sort_keys=True, default=str)
+
+
 def by_options(jobs: list[Job]) -> list[list[Job]]:
     """One group per set of options, in order: what a launch asks its system for is the same for all its tasks."""
     groups: dict[str, list[Job]] = {}
     for job in jobs:
-        groups.setdefault(json.dumps(job.options, sort_keys=True, default=str), []).append(job)
+        groups.setdefault(options_key(job.options), []).append(job)
     return list(groups.values())
 
 
