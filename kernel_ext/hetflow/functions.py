@@ -5,7 +5,9 @@ dependencies."""
 
 from __future__ import annotations
 
+import functools
 import inspect
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +37,21 @@ def _text(key: str, value: Any) -> str:
 
 def _provided(fn: Callable[..., Any], args: tuple[Any, ...]) -> list[str]:
     """The parameters named like what an executor provides that the arguments (and a partial's keywords) leave
-    open: a function `def energy(theta, device, shots)` gets the braket executor's device and shots."""
+    open: a function `def energy(theta, device, shots)` gets the braket executor's device and shots. A plain
+    function's answer depends only on its code and the number of arguments: a loop reads its signature once."""
+    if isinstance(fn, types.FunctionType):
+        return _function_provides(fn.__code__, len(args))
+    return _read_provided(fn, args)
+
+
+@functools.lru_cache(maxsize=256)
+def _function_provides(code: types.CodeType, count: int) -> list[str]:
+    # the signature of any function with this code (defaults and closure do not change the answer)
+    cells = tuple(types.CellType() for _ in code.co_freevars)
+    return _read_provided(types.FunctionType(code, {}, closure=cells), (None,) * count)
+
+
+def _read_provided(fn: Callable[..., Any], args: tuple[Any, ...]) -> list[str]:
     try:
         signature = inspect.signature(fn)
         given = set(signature.bind_partial(*args).arguments) | set(getattr(fn, "keywords", None) or {})

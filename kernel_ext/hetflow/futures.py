@@ -76,8 +76,9 @@ class Submission:
         try:
             while watch is not None and not (watch.done and watch.events.empty()):
                 event = watch.next(STATUS_INTERVAL)
-                if event is None:
-                    status.update(counts=self.counts() if self.foreach else None)
+                if event is None:  # a tick: the latest states (not queued, see Watch) are read now
+                    self.tasks.update(watch.tasks)
+                    status.update(None if self.foreach else self.first, self.counts() if self.foreach else None)
                 elif event["type"] == "prompt":
                     display.login_question(self.client, event)
                 elif event["type"] == "log":

@@ -86,6 +86,8 @@ class Engine:
         self.prompts.close()
         for executor in self.executors.values():
             await executor.close()
+        if self._scheduler:
+            self._scheduler.close()
         if self._store:
             self._store.close()
 

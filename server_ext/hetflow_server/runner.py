@@ -24,6 +24,7 @@ import ast
 import base64
 import builtins
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -39,6 +40,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from types import CodeType
 from typing import Any
 
 try:
@@ -189,6 +191,20 @@ def _unpickle_input(name: str, blob: bytes, python: str) -> Any:
 Provide = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled(code: str, filename: str, line_offset: int, display: bool) -> tuple[CodeType, CodeType | None]:
+    """The code's body and its trailing expression (when the cell shows it), compiled once per worker: a loop's
+    thousand calls of one function run the same few lines."""
+    tree = ast.parse(code, filename)
+    ast.increment_lineno(tree, line_offset)
+    last = tree.body[-1] if display and tree.body else None
+    if not isinstance(last, ast.Expr):
+        return compile(tree, filename, "exec"), None
+    tree.body.pop()
+    value = compile(ast.Expression(last.value), filename, "eval")
+    return compile(tree, filename, "exec"), value
+
+
 def execute(
     job: dict[str, Any],
     stdout: io.TextIOBase,
@@ -217,14 +233,12 @@ def execute(
         filename = spec["filename"]
         source = spec["source"]
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        tree = ast.parse(spec["code"], filename)
-        ast.increment_lineno(tree, spec.get("line_offset", 0))
-        last = tree.body.pop() if spec.get("display") and tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        body, last = _compiled(spec["code"], filename, spec.get("line_offset", 0), bool(spec.get("display")))
         saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = stdout, stderr
         try:
-            exec(compile(tree, filename, "exec"), namespace)
-            value = eval(compile(ast.Expression(last.value), filename, "eval"), namespace) if last else None
+            exec(body, namespace)
+            value = eval(last, namespace) if last else None
         finally:
             sys.stdout, sys.stderr = saved
         return _pack_result(spec, namespace, value, stderr), None
@@ -238,8 +252,7 @@ def execute(
 
 
 def write_frame(fd: int, message: Any) -> None:
-    data = pickle.dumps(message, protocol=5)
-    view = memoryview(HEADER.pack(len(data)) + data)
+    view = memoryview(frame(message))
     while view:
         view = view[os.write(fd, view) :]
 
@@ -268,10 +281,15 @@ class Channel:
         self.fd, self.open, self._lock = fd, True, threading.Lock()
 
     def send(self, message: dict[str, Any]) -> bool:
+        return self.send_frame(frame(message))
+
+    def send_frame(self, data: bytes) -> bool:
         with self._lock:
             if self.open:
+                view = memoryview(data)
                 try:
-                    write_frame(self.fd, message)
+                    while view:
+                        view = view[os.write(self.fd, view) :]
                 except OSError:
                     self.open = False
             return self.open
@@ -403,11 +421,59 @@ def append_to(path: str) -> Callable[[str, str], None]:
     return emit
 
 
+SPOOL_INLINE = 1 << 20  # a warm worker's result up to this size travels in its done message; larger ones in a file
+
+
+def frame(message: Any) -> bytes:
+    data = pickle.dumps(message, protocol=5)
+    return HEADER.pack(len(data)) + data
+
+
+def frames(data: bytes) -> list[Any]:
+    """The whole frames in `data` (a journal a killed worker may have left mid-frame: the torn tail is not one)."""
+    found, at = [], 0
+    while at + HEADER.size <= len(data):
+        end = at + HEADER.size + HEADER.unpack_from(data, at)[0]
+        if end > len(data):
+            break
+        found.append(pickle.loads(data[at + HEADER.size : end]))
+        at = end
+    return found
+
+
+class Journal:
+    """A warm worker's outcomes, appended before each is sent (one write, no file per task): an engine that dies
+    before it stores one finds it here on restart. Emptied when a new pack comes, since the engine hands a worker
+    its next pack only once the outcomes of the last one are committed."""
+
+    def __init__(self, spool: str):
+        self.path = journal_path(spool, os.getpid())
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
+
+    def restart(self) -> None:
+        os.ftruncate(self.fd, 0)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+
+def journal_path(spool: str, pid: int) -> str:
+    return os.path.join(spool, f"worker-{pid}.journal")
+
+
 def run_in_spool(
-    channel: Channel, job: dict[str, Any], spool: str, results: dict[str, Any], provide: Provide | None
+    channel: Channel,
+    journal: Journal,
+    job: dict[str, Any],
+    spool: str,
+    results: dict[str, Any],
+    provide: Provide | None,
 ) -> None:
-    """A warm worker's task: output goes to the engine, or to `TASK.log` once no engine listens; the outcome is
-    always left in the spool before it is sent, so that an engine that died meanwhile finds it on restart."""
+    """A warm worker's task: output goes to the engine, or to `TASK.log` once no engine listens; the outcome (the
+    done record with the result, or with `TASK.result` written first when it is large) is journaled before it is
+    sent, so that an engine that died meanwhile finds it on restart."""
     task_id = job["task"]
     base = os.path.join(spool, task_id)
     to_file = append_to(base + ".log")
@@ -416,8 +482,15 @@ def run_in_spool(
         if not channel.send({"op": "log", "task": task_id, "stream": stream, "text": text}):
             to_file(stream, text)
 
-    error = run_to_files(job, base, emit, results, provide)
-    channel.send({"op": "done", "task": task_id, "error": error})
+    result, error = run_teed(job, emit, results, provide)
+    inline = result is None or len(result) <= SPOOL_INLINE
+    if not inline:
+        with open(base + ".result", "wb") as fh:
+            fh.write(result or b"")
+    said = json.loads(done_record(result, error))
+    done = frame({"op": "done", "task": task_id, **said, "result": result if inline else None})
+    journal.write(done)
+    channel.send_frame(done)
 
 
 def run_directory(directory: str) -> None:
@@ -645,17 +718,19 @@ def serve(cmd_fd: int, event_fd: int, spool: str, provider: str = "") -> None:
     closes it. A provider is imported and warmed before the worker says it is ready."""
     channel = Channel(event_fd)
     provide = _provider(provider) if provider else None
+    journal = Journal(spool)
     channel.send({"op": "ready", "pid": os.getpid(), "cloudpickle": cloudpickle_version()})
     while True:
         try:
             jobs = read_frame(cmd_fd)["jobs"]
         except EOFError:
             return
+        journal.restart()
         results: dict[str, Any] = {}  # upstream results read once per pack
         for job in jobs:
             if not channel.send({"op": "started", "task": job["task"]}):
                 break  # the engine is gone: the pack's other jobs are still queued in its store
-            run_in_spool(channel, job, spool, results, provide)
+            run_in_spool(channel, journal, job, spool, results, provide)
 
 
 # ------------------------------------------------------------------------------------------- the blob store

@@ -49,6 +49,8 @@ class Scheduler:
         self._handing_over = False
         self._held: list[Callable[[], None]] | None = None  # announcements held until the batch is committed
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._starting: dict[str, Task] = {}  # started, not stored yet: see `started`
+        self._starts_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[object]] = set()
 
     def lookup(self, task_id: str) -> Task | None:
@@ -244,13 +246,38 @@ class Scheduler:
         self.store.add_event(task, f"submitted: {', '.join(f'{k} {v}' for k, v in handle.items())}")
 
     def started(self, task_id: str, handle: dict[str, Any]) -> None:
+        """A start is stored (and announced) STARTED_GRACE later, or with the task's end if that comes first: a
+        task of a tight loop then costs one commit for its start and end, not two."""
         task = self._live.get(task_id)
-        if task is None or task.state is not State.QUEUED:
+        if task is None or task.state is not State.QUEUED or task_id in self._starting:
             return
         task.started, task.handle = time.time(), handle
-        self.move(task, State.RUNNING, None, "started", "handle")
+        if self._starts_timer is None:
+            self._starts_timer = asyncio.get_running_loop().call_later(STARTED_GRACE, self._store_starts)
+        self._starting[task_id] = task
         if task.timeout:
             self.later(task_id, task.timeout, lambda: self._expire(task))
+
+    def _store_starts(self) -> None:
+        starting, self._starting, self._starts_timer = list(self._starting.values()), {}, None
+        starts = [t for t in starting if self._live.get(t.id) is t and t.state is State.QUEUED]
+        if starts:
+            with self.batch():
+                self.move_many(starts, *_RUNNING)
+
+    def close(self) -> None:
+        """Store what waits to be stored, and stop the timers (the store closes next)."""
+        if self._starts_timer is not None:
+            self._starts_timer.cancel()
+            self._store_starts()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    def _store_start(self, task: Task) -> None:
+        """The task's start, if it waits to be stored: now, before what comes after it."""
+        if self._starting.pop(task.id, None) is task and task.state is State.QUEUED:
+            self.move(task, *_RUNNING)
 
     def log(self, task_id: str, stream: str, text: str) -> None:
         if task_id in self._live:
@@ -261,12 +288,16 @@ class Scheduler:
         if task is None or task.state.final:
             return  # cancelled meanwhile: a late report changes nothing
         self._clear_timer(task_id)
+        with self.batch():  # its start, the result (a small one is a row) and the state change in one commit
+            self._store_start(task)
+            self._finish(task, result, error)
+
+    def _finish(self, task: Task, result: bytes | KeptResult | None, error: dict[str, str] | None) -> None:
         if error is None and result is not None:
-            with self.batch():  # the result (a small one is a row) and the state change in one commit
-                inline = self.results.record(task, result)
-                task.error, task.finished = None, time.time()
-                self.move(task, State.COMPLETED, None, "result_hash", "error", "finished", **inline)
-                self._release(task)
+            inline = self.results.record(task, result)
+            task.error, task.finished = None, time.time()
+            self.move(task, State.COMPLETED, None, "result_hash", "error", "finished", **inline)
+            self._release(task)
             return
         error = error or {"type": "Error", "message": "the executor returned no result"}
         masked = {key: self.credentials.mask(str(value)) for key, value in error.items()}
@@ -277,7 +308,7 @@ class Scheduler:
             self.move(
                 task, State.PENDING, f"attempt {task.attempts} failed ({reason}); retrying in {delay:g} s", "error"
             )
-            self.later(task_id, delay, lambda: self.enqueue(task))
+            self.later(task.id, delay, lambda: self.enqueue(task))
         else:
             self._fail(task, masked)
 
@@ -388,6 +419,7 @@ class Scheduler:
             timer.cancel()
 
     async def _expire(self, task: Task) -> None:
+        self._store_start(task)
         if task.state is not State.RUNNING:
             return
         with contextlib.suppress(Exception):  # the task fails for its timeout all the same
@@ -400,3 +432,5 @@ class Scheduler:
 
 
 _RESET = ("error", "finished", "started", "restarts", "attempts")
+_RUNNING = (State.RUNNING, None, "started", "handle")
+STARTED_GRACE = 0.02  # seconds a start may wait to be stored with its task's end

@@ -140,12 +140,13 @@ async def read_outcome(read: Callable[[str], Awaitable[bytes | None]], paths: Jo
     return said if isinstance(said, Outcome) else checked(await read(paths.result), said, where + paths.result)
 
 
-def read_local_outcome(paths: JobPaths) -> Outcome | None:
-    """The same, from this machine's files (the local workers' spool)."""
-    done, result = Path(paths.done), Path(paths.result)
-    if not done.exists():
-        return None
-    said = parse_done(done.read_bytes(), paths.done)
-    if isinstance(said, Outcome):
-        return said
-    return checked(result.read_bytes() if result.exists() else None, said, paths.result)
+def spooled_outcome(said: dict[str, Any], paths: JobPaths) -> Outcome:
+    """A warm local worker's done record (from its pipe, or from its journal after an engine restart): the error,
+    or the result it carries (a large one is in `TASK.result`), checked against the hash the runner wrote."""
+    if said.get("error"):
+        return Outcome(None, {str(key): str(value) for key, value in said["error"].items()})
+    result = said.get("result")
+    if result is None:
+        path = Path(paths.result)
+        result = path.read_bytes() if path.exists() else None
+    return checked(result, str(said.get("sha256") or ""), paths.result)

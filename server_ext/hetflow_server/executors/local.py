@@ -5,8 +5,10 @@ gets a share); a worker runs its pack one task after the other. A cancelled task
 still runs there, its outcome ignored: only the running task is killed.
 
 Workers run in sessions of their own: a kernel interrupt never reaches them, and a task outlives an engine that
-dies. Each task leaves its outcome in the spool (`TASK.result`, `TASK.done`), so a restarted engine re-attaches to
-a still-running worker by its pid and picks the outcome up from there.
+dies. Each outcome is appended to the worker's journal in the spool (`worker-PID.journal`, one write per task, no
+file per task) before it is sent, so a restarted engine re-attaches to a still-running worker by its pid and picks
+the outcome up from there. A worker's next pack is sent only once the outcomes that freed it are committed: that is
+what lets the worker empty its journal when the pack arrives.
 """
 
 from __future__ import annotations
@@ -19,30 +21,40 @@ import pickle
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 from traitlets import Int
 
-from ..shipping import HEADER, JobPaths, Outcome, envelope, pickled, read_local_outcome
+from ..runner import frames, journal_path
+from ..shipping import HEADER, JobPaths, envelope, pickled, spooled_outcome
 from .base import Executor, Job, Reporter
 
 REATTACH_POLL = 0.2
+STALE_JOURNAL = 86400.0  # a dead worker's journal no task came back for is removed after this many seconds
 PACK = 64  # most jobs in one pipe message to one worker
 
 
 class _Frames(asyncio.Protocol):
     """Reassembles the runner's length-prefixed pickles from the worker's event pipe."""
 
-    def __init__(self, on_message: Callable[[dict[str, Any]], None], on_eof: Callable[[], None], reporter: Reporter):
+    def __init__(
+        self,
+        on_message: Callable[[dict[str, Any]], None],
+        on_eof: Callable[[], None],
+        reporter: Reporter,
+        stored: Callable[[], None],
+    ):
         self._buffer = bytearray()
-        self._on_message, self._on_eof, self._reporter = on_message, on_eof, reporter
+        self._on_message, self._on_eof, self._reporter, self._stored = on_message, on_eof, reporter, stored
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
         with self._reporter.batch():  # what one read brings (many small tasks' reports) is stored at once
             self._messages()
+        self._stored()  # committed: only now may a freed worker get its next pack (and empty its journal)
 
     def _messages(self) -> None:
         while len(self._buffer) >= HEADER.size:
@@ -64,6 +76,15 @@ def _is_worker(pid: int) -> bool:
     except OSError:
         return False
     return b"hetflow_server.runner" in cmdline
+
+
+def _journaled(journal: Path, task_id: str) -> dict[str, Any] | None:
+    """The task's done record in a worker's journal, if the worker got that far."""
+    try:
+        records = frames(journal.read_bytes())
+    except OSError:
+        return None
+    return next((said for said in records if said.get("task") == task_id), None)
 
 
 def _kill_group(pid: int) -> None:
@@ -100,7 +121,8 @@ class _Worker:
         loop = asyncio.get_running_loop()
         self._commands, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(cmd_w, "wb", buffering=0))
         await loop.connect_read_pipe(
-            lambda: _Frames(self._on_message, self._on_eof, self.executor.reporter), os.fdopen(evt_r, "rb", buffering=0)
+            lambda: _Frames(self._on_message, self._on_eof, self.executor.reporter, self.executor.dispatch),
+            os.fdopen(evt_r, "rb", buffering=0),
         )
 
     @property
@@ -141,8 +163,7 @@ class _Worker:
         elif op == "done":
             self.task_id = None
             self.pack = [job for job in self.pack if job.task_id != message["task"]]
-            executor.finish(message["task"])
-        executor.dispatch()
+            executor.finish(message)
 
     def _on_eof(self) -> None:
         self.executor.worker_exited(self)
@@ -162,8 +183,17 @@ class LocalExecutor(Executor):
         self._orphans: dict[str, int] = {}  # task id -> pid of a worker left by a previous engine
 
     async def start(self) -> None:
+        self._sweep()
         for _ in range(max(1, self.workers)):
             await self._add_worker()
+
+    def _sweep(self) -> None:
+        """Journals of workers that ended long ago (an engine that died with idle workers left them)."""
+        now = time.time()
+        for journal in self.spool.glob("worker-*.journal"):
+            with contextlib.suppress(OSError, ValueError):
+                if now - journal.stat().st_mtime > STALE_JOURNAL and not _is_worker(int(journal.stem.split("-")[1])):
+                    journal.unlink()
 
     async def _add_worker(self) -> None:
         worker = _Worker(self)
@@ -189,14 +219,13 @@ class LocalExecutor(Executor):
             size = min(PACK, -(-len(self._queue) // (len(free) - n)))
             worker.run([self._queue.popleft() for _ in range(size)])
 
-    def finish(self, task_id: str) -> None:
-        """Hand a finished task's spooled outcome to the scheduler and clear the spool."""
-        paths = JobPaths(str(self.spool / task_id))
-        missing = Outcome(None, {"type": "ResultMissing", "message": f"{paths.done} is missing"})
-        outcome = read_local_outcome(paths) or missing
-        self.reporter.finished(task_id, outcome.result, outcome.error)
-        for leftover in (paths.done, paths.result):
-            Path(leftover).unlink(missing_ok=True)
+    def finish(self, said: dict[str, Any]) -> None:
+        """Hand a finished task's outcome (its done record) to the scheduler; a large result's file goes once read."""
+        paths = JobPaths(str(self.spool / said["task"]))
+        outcome = spooled_outcome(said, paths)
+        self.reporter.finished(said["task"], outcome.result, outcome.error)
+        if said.get("result") is None:
+            Path(paths.result).unlink(missing_ok=True)
 
     async def cancel(self, task_id: str) -> None:
         for job in self._queue:
@@ -218,8 +247,8 @@ class LocalExecutor(Executor):
         self._in_background(self._follow(task_id, pid))
 
     async def _follow(self, task_id: str, pid: int) -> None:
-        base = self.spool / task_id
-        log, offset = base.with_suffix(".log"), 0
+        log, offset = self.spool / f"{task_id}.log", 0
+        journal = Path(journal_path(str(self.spool), pid))
         while task_id in self._orphans:
             if log.exists():
                 with open(log, "rb") as fh:
@@ -228,14 +257,17 @@ class LocalExecutor(Executor):
                 offset += len(text)
                 if text:
                     self.reporter.log(task_id, "stdout", text.decode("utf-8", errors="replace"))
-            if base.with_suffix(".done").exists():
+            alive = bool(pid) and _is_worker(pid)  # looked at before the journal: a worker's last word is in it
+            said = _journaled(journal, task_id)
+            if said is not None or not alive:
                 del self._orphans[task_id]
-                self.finish(task_id)
-                log.unlink(missing_ok=True)  # written only while no engine listened
-                return
-            if not (pid and _is_worker(pid)):
-                del self._orphans[task_id]
-                self.reporter.lost(task_id, f"its worker process (pid {pid}) ended with the previous engine")
+                if said is not None:
+                    self.finish(said)
+                    log.unlink(missing_ok=True)  # written only while no engine listened
+                else:
+                    self.reporter.lost(task_id, f"its worker process (pid {pid}) ended with the previous engine")
+                if not alive and pid not in self._orphans.values():
+                    journal.unlink(missing_ok=True)  # every task it ran has come back
                 return
             await asyncio.sleep(REATTACH_POLL)
 
@@ -250,6 +282,7 @@ class LocalExecutor(Executor):
             self._pool.remove(worker)
         if proc is not None:
             asyncio.get_running_loop().run_in_executor(None, proc.wait)
+            Path(journal_path(str(self.spool), proc.pid)).unlink(missing_ok=True)  # all it sent was stored
         if task_id is not None:
             code = proc.poll() if proc else None
             ended = f"the worker process (pid {proc.pid if proc else '?'}) ended while running the task"
@@ -278,6 +311,8 @@ class LocalExecutor(Executor):
         for worker in self._pool:
             if not worker.pack:
                 worker.kill()
+                if worker.proc is not None:  # idle: every outcome it journaled is stored
+                    Path(journal_path(str(self.spool), worker.proc.pid)).unlink(missing_ok=True)
             elif worker._commands:
                 worker._commands.close()
         for worker in self._pool:
