@@ -59,6 +59,29 @@ def test_a_task_runs_on_the_cluster_and_its_result_stays_there_until_fetched(tmp
     run(scenario)
 
 
+def test_a_value_the_kernel_waits_for_comes_back_with_its_outcome_and_nothing_stays_on_the_cluster(
+    tmp_path: Path,
+) -> None:
+    """hetflow.run and a wait=true cell bring their values (TaskSpec.bring): the result is in the store when the
+    task completes, not a round trip later, and the cluster lets go of it; a downstream task still reads it."""
+
+    async def scenario() -> None:
+        async with running(tmp_path) as engine:
+            executor = engine.executors["dask"]
+            [a] = await submit(engine, "a = list(range(100))\n", ["a"], "a", bring=True)
+            [kept] = await submit(engine, "k = 1\n", ["k"], "k")
+            a, kept = await settle(engine, [a, kept])
+            assert (a.state, kept.state) == (State.COMPLETED, State.COMPLETED), a.error
+            assert engine.store.has_blob(a.result_hash) and not executor.holds(a.id, a.result_hash)
+            assert not engine.store.has_blob(kept.result_hash) and executor.holds(kept.id, kept.result_hash)
+            assert executor.describe()["results_kept"] == 1
+            [b] = await submit(engine, "b = sum(a)\n", ["b"], "b", refs={"a": [a.id, "a"]}, bring=True)
+            [b] = await settle(engine, [b])
+            assert outputs(engine.store.get_blob(b.result_hash)) == {"b": sum(range(100))}
+
+    run(scenario)
+
+
 def test_a_chain_runs_its_second_task_with_the_first_ones_output_kept_on_the_cluster(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with running(tmp_path) as engine:

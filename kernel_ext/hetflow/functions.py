@@ -73,6 +73,12 @@ def submit(fn: Callable[..., Any], /, *args: Any, executor: str | None = None, *
     `fn` go through `functools.partial`; parameters named `device` and `shots` left open get the executor's
     (braket). An unchanged call (same function, arguments and options) is served from the cache.
     """
+    return _submit(fn, args, executor, options, bring=False)
+
+
+def _submit(
+    fn: Callable[..., Any], args: tuple[Any, ...], executor: str | None, options: dict[str, Any], bring: bool
+) -> Future:
     if not callable(fn):
         raise TypeError(f"hetflow.submit takes a function first, not {type(fn).__name__}")
     task: dict[str, Any] = {"executor": executor, "options": {}}
@@ -106,6 +112,7 @@ def submit(fn: Callable[..., Any], /, *args: Any, executor: str | None = None, *
         outputs=[OUTPUT],
         name=task.pop("name", None) or name.strip("<>") or "function",
         refs=refs,
+        bring=bring,
         **origin(get_ipython()),
         **task,
     )
@@ -117,4 +124,4 @@ def submit(fn: Callable[..., Any], /, *args: Any, executor: str | None = None, *
 def run(fn: Callable[..., Any], /, *args: Any, executor: str | None = None, **options: Any) -> Any:
     """`submit(...)` and wait: the value of `fn(*args)`, computed where `executor` runs (a failure raises the
     remote error, with its traceback)."""
-    return submit(fn, *args, executor=executor, **options).result()
+    return _submit(fn, args, executor, options, bring=True).result()

@@ -6,6 +6,7 @@ task goes on)."""
 from __future__ import annotations
 
 import ast
+import collections
 import sys
 from typing import Any
 
@@ -47,10 +48,8 @@ class Submission:
         return all(t.state.final for t in self.tasks.values())
 
     def counts(self) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for task in self.tasks.values():
-            found[task.state.value] = found.get(task.state.value, 0) + 1
-        return found
+        found = collections.Counter(task.state for task in self.tasks.values())
+        return {state.value: n for state, n in found.items()}
 
     def state(self) -> str:
         self.refresh()
@@ -128,7 +127,11 @@ class Submission:
         return result["outputs"], result["value"]
 
     def _group_values(self) -> tuple[dict[str, Any], Any]:
-        results = [cloudpickle.loads(data) for _, data in self.client.group_results(self.first.id) if data]
+        if self.at_hand() and self.watch is not None:  # every result came with its final event: none is fetched
+            pickles = [self.client.result(self.tasks[i], self.watch.results[i]) for i in self.order]
+        else:
+            pickles = [data for _, data in self.client.group_results(self.first.id) if data]
+        results = [cloudpickle.loads(data) for data in pickles]
         outputs = {name: [r["outputs"].get(name) for r in results] for name in self.outputs}
         values = [r["value"] for r in results]
         return outputs, values if any(v is not None for v in values) else None

@@ -142,6 +142,7 @@ class RemoteMagics(Magics):
             refs=refs,
             after=options.after,
             foreach=options.foreach[0] if options.foreach else None,
+            bring=options.wait,  # its values go into the namespace at once
         )
         return options, spec, payload, elements
 

@@ -176,6 +176,7 @@ class Engine:
             cache_key=key,
             payload_hash=payload_hash,
             created=time.time(),
+            bring=spec.bring,
             **element,
         )
 

@@ -109,6 +109,7 @@ def check_spec(spec: TaskSpec) -> None:
         "timeout": spec.timeout is None
         or (isinstance(spec.timeout, (int, float)) and not isinstance(spec.timeout, bool) and spec.timeout > 0),
         "cache": isinstance(spec.cache, bool),
+        "bring": isinstance(spec.bring, bool),
         "executor": spec.executor is None or strings(spec.executor),
         "notebook": spec.notebook is None or strings(spec.notebook),
         "cell_id": spec.cell_id is None or strings(spec.cell_id),

@@ -186,6 +186,9 @@ class TaskSpec:
     refs: dict[str, list[Any]] = field(default_factory=dict)
     after: list[str] = field(default_factory=list)  # tasks (names or ids) to wait for without their data
     foreach: str | None = None  # the input each element is bound to; elements come with the payload
+    # the kernel waits for the value (hetflow.run, a cell with wait=true): an executor that keeps results where
+    # they were computed sends this one back with its outcome instead of on request, a round trip later
+    bring: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,6 +223,7 @@ class Task:
     created: float = 0.0
     started: float | None = None
     finished: float | None = None
+    bring: bool = False  # as TaskSpec.bring
 
     JSON_COLUMNS = ("options", "inputs", "outputs", "deps", "refs", "bound", "error", "handle")
 

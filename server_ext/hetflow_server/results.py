@@ -48,7 +48,8 @@ class Results:
         if refs:
             self.store.update_task(task, "inputs")
         bound = {name: self._blob(digest) for name, digest in task.bound.items()}
-        return Job(task.id, self._blob(task.payload_hash or ""), task.options, bound, refs, timeout=task.timeout)
+        payload = self._blob(task.payload_hash or "")
+        return Job(task.id, payload, task.options, bound, refs, timeout=task.timeout, bring=task.bring)
 
     async def _upstream(self, task: Task, upstream_ids: list[str], output: str) -> list[Upstream]:
         """Upstream results for one input: left where they are when the task runs on the executor that keeps

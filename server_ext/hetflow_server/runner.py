@@ -24,7 +24,6 @@ import ast
 import base64
 import builtins
 import contextlib
-import functools
 import hashlib
 import io
 import json
@@ -191,10 +190,22 @@ def _unpickle_input(name: str, blob: bytes, python: str) -> Any:
 Provide = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-@functools.lru_cache(maxsize=64)
+_COMPILED: dict[tuple[str, str, int, bool], tuple[CodeType, CodeType | None]] = {}
+
+
 def _compiled(code: str, filename: str, line_offset: int, display: bool) -> tuple[CodeType, CodeType | None]:
     """The code's body and its trailing expression (when the cell shows it), compiled once per worker: a loop's
-    thousand calls of one function run the same few lines."""
+    thousand calls of one function run the same few lines. (A dict, not functools.lru_cache: this module travels
+    by value to Dask workers, and a cache object would be pickled by reference to a hetflow they lack.)"""
+    key = (code, filename, line_offset, display)
+    if key not in _COMPILED:
+        if len(_COMPILED) >= 64:
+            _COMPILED.clear()
+        _COMPILED[key] = _compile(*key)
+    return _COMPILED[key]
+
+
+def _compile(code: str, filename: str, line_offset: int, display: bool) -> tuple[CodeType, CodeType | None]:
     tree = ast.parse(code, filename)
     ast.increment_lineno(tree, line_offset)
     last = tree.body[-1] if display and tree.body else None
@@ -878,6 +889,11 @@ def run_pod(directory: str) -> int:
 # ------------------------------------------------------------------------------------------- on Dask
 
 
+# A task in a Dask pack says it started once it has run this long: a shorter one's start comes with its outcome (an
+# event sent just before the outcome holds it back in Dask's batched streams, 5 ms a loop iteration)
+STARTED_AFTER = 0.02
+
+
 def run_pack(jobs: list[dict[str, Any]], upstream: list[list[dict[str, Any]]], topic: str) -> list[dict]:
     """A pack of jobs as one Dask task, on a worker (this module travels by value: workers need only cloudpickle).
     An input kept on the cluster comes as the outcomes of its upstream pack (`upstream`, by the position a ref
@@ -896,19 +912,27 @@ def run_pack(jobs: list[dict[str, Any]], upstream: list[list[dict[str, Any]]], t
                 ref["data"] = kept["result"]
         task = job["task"]
         where = {"worker": worker.address, "pack": f"{n + 1} of {len(jobs)}"}
-        worker.log_event(topic, {"op": "started", "task": task, "key": key, **where})
+        said = threading.Timer(
+            STARTED_AFTER, worker.log_event, (topic, {"op": "started", "task": task, "key": key, **where})
+        )
+        said.start()
 
         def emit(stream: str, text: str, task: str = task) -> None:
             worker.log_event(topic, {"op": "log", "task": task, "key": key, "stream": stream, "text": text})
 
-        result, error = run_teed(job, emit, results)
+        try:
+            result, error = run_teed(job, emit, results)
+        finally:
+            said.cancel()
         digest = hashlib.sha256(result).hexdigest() if result is not None else None
-        outcomes.append({"task": task, "error": error, "result": result, "hash": digest, "size": len(result or b"")})
+        size = len(result or b"")
+        outcomes.append({"task": task, "error": error, "result": result, "hash": digest, "size": size, **where})
     return outcomes
 
 
-def without_results(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in outcome.items() if k != "result"} for outcome in outcomes]
+def without_results(outcomes: list[dict[str, Any]], bring: list[str]) -> list[dict[str, Any]]:
+    """The outcomes the engine hears of: hashes, and the results of the tasks whose values it waits for."""
+    return [{k: v for k, v in o.items() if k != "result" or o["task"] in bring} for o in outcomes]
 
 
 def pick_results(outcomes: list[dict[str, Any]], tasks: list[str]) -> list[bytes]:

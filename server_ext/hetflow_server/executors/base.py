@@ -48,6 +48,7 @@ class Job:
     # what the runner's provider hands the code (the braket kind's device and shots); empty for other kinds
     context: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None  # the task's own limit (timeout=): a pack places it where it fits
+    bring: bool = False  # the kernel waits for the result: send it back with the outcome (TaskSpec.bring)
 
     def upstreams(self) -> list[Upstream]:
         """Every upstream result the job reads."""

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # a scheduler in this process (a LocalCluster) re-pickles them for its workers.
 cloudpickle.register_pickle_by_value(runner)
 MAX_PACK = 256
+RELEASE_IDLE = 0.5
 
 
 class _ByValue:
@@ -115,6 +116,10 @@ class DaskExecutor(Executor):
         self._watchdog: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
+        # futures let go of, released with the next submission: a release sent alone holds the next submission
+        # back in the client's batched stream for its interval (10 ms), a loop's every iteration
+        self._releasing: list[Any] = []
+        self._release_timer: asyncio.TimerHandle | None = None
 
     # --------------------------------------------------------------------------- connection
 
@@ -193,6 +198,7 @@ class DaskExecutor(Executor):
         with self.reporter.batch():
             for start in range(0, len(jobs), size):
                 self._launch(client, jobs[start : start + size], read)
+        self._release_now()  # in the same batch as the submission
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = asyncio.get_running_loop().create_task(self._watch())
 
@@ -236,7 +242,14 @@ class DaskExecutor(Executor):
         for job in jobs:
             self._pack_of[job.task_id] = key
             self.reporter.submitted(job.task_id, {"dask_key": key, "pack_size": len(jobs)})
-        summary = client.submit(WITHOUT_RESULTS, future, key=f"{key}-outcomes", pure=False)
+        bring = [job.task_id for job in jobs if job.bring]
+        # a pack whose every value is waited for comes back whole (one Dask task); else its outcomes do, with the
+        # values waited for, and the rest stays on the cluster
+        summary = (
+            future
+            if len(bring) == len(jobs)
+            else client.submit(WITHOUT_RESULTS, future, bring, key=f"{key}-outcomes", pure=False)
+        )
         self._in_background(self._follow(pack, summary))
 
     def _forget_result(self, task: str) -> None:
@@ -259,15 +272,18 @@ class DaskExecutor(Executor):
                 self._fail_pack(pack, _failure(err, self.where))
             return
         finally:
-            with contextlib.suppress(Exception):
-                summary.release()
+            self._release_soon(summary)
         with self.reporter.batch():
             for outcome in outcomes:
                 task = outcome["task"]
                 if task not in pack.open or self._pack_of.get(task) != pack.key:
                     continue  # cancelled meanwhile, or run again in a newer pack
                 pack.open.discard(task)
-                if outcome["error"] is None:
+                handle = {"dask_key": pack.key, "pack": outcome.get("pack"), "worker": outcome.get("worker")}
+                self.reporter.started(task, handle)  # if it was too short to say so itself
+                if outcome["error"] is None and outcome.get("result") is not None:  # brought: nothing kept
+                    self.reporter.finished(task, outcome["result"], None)
+                elif outcome["error"] is None:
                     pack.kept.add(task)
                     self.reporter.finished(task, KeptResult(outcome["hash"], outcome["size"]), None)
                 else:
@@ -289,8 +305,22 @@ class DaskExecutor(Executor):
         for task in pack.tasks:
             if self._pack_of.get(task) == pack.key:
                 del self._pack_of[task]
-        with contextlib.suppress(Exception):
-            pack.future.release()
+        self._release_soon(pack.future)
+
+    def _release_soon(self, future: Any) -> None:
+        """Let Dask forget a future with the next submission, or after RELEASE_IDLE seconds without one."""
+        self._releasing.append(future)
+        if self._release_timer is None:
+            self._release_timer = asyncio.get_running_loop().call_later(RELEASE_IDLE, self._release_now)
+
+    def _release_now(self) -> None:
+        releasing, self._releasing = self._releasing, []
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+        for future in releasing:
+            with contextlib.suppress(Exception):
+                future.release()
 
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
         message = event[1]
@@ -384,6 +414,7 @@ class DaskExecutor(Executor):
         for work in [self._watchdog, *self._background]:
             if work is not None:
                 work.cancel()
+        self._release_now()
         await self._disconnect()
 
 
