@@ -454,15 +454,11 @@ def frames(data: bytes) -> list[Any]:
 
 class Journal:
     """A warm worker's outcomes, appended before each is sent (one write, no file per task): an engine that dies
-    before it stores one finds it here on restart. Emptied when a new pack comes, since the engine hands a worker
-    its next pack only once the outcomes of the last one are committed."""
+    before it stores one finds it here on restart. The engine empties it once it has stored them all."""
 
     def __init__(self, spool: str):
         self.path = journal_path(spool, os.getpid())
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
-
-    def restart(self) -> None:
-        os.ftruncate(self.fd, 0)
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -736,7 +732,6 @@ def serve(cmd_fd: int, event_fd: int, spool: str, provider: str = "") -> None:
             jobs = read_frame(cmd_fd)["jobs"]
         except EOFError:
             return
-        journal.restart()
         results: dict[str, Any] = {}  # upstream results read once per pack
         for job in jobs:
             if not channel.send({"op": "started", "task": job["task"]}):

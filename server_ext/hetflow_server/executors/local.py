@@ -7,8 +7,8 @@ still runs there, its outcome ignored: only the running task is killed.
 Workers run in sessions of their own: a kernel interrupt never reaches them, and a task outlives an engine that
 dies. Each outcome is appended to the worker's journal in the spool (`worker-PID.journal`, one write per task, no
 file per task) before it is sent, so a restarted engine re-attaches to a still-running worker by its pid and picks
-the outcome up from there. A worker's next pack is sent only once the outcomes that freed it are committed: that is
-what lets the worker empty its journal when the pack arrives.
+the outcome up from there. Once a worker's outcomes are committed and it is idle, the engine empties its journal,
+then hands it its next pack.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class _Frames(asyncio.Protocol):
         self._buffer += data
         with self._reporter.batch():  # what one read brings (many small tasks' reports) is stored at once
             self._messages()
-        self._stored()  # committed: only now may a freed worker get its next pack (and empty its journal)
+        self._stored()  # committed: only now may a freed worker's journal be emptied and the worker get more
 
     def _messages(self) -> None:
         while len(self._buffer) >= HEADER.size:
@@ -121,13 +121,21 @@ class _Worker:
         loop = asyncio.get_running_loop()
         self._commands, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(cmd_w, "wb", buffering=0))
         await loop.connect_read_pipe(
-            lambda: _Frames(self._on_message, self._on_eof, self.executor.reporter, self.executor.dispatch),
+            lambda: _Frames(self._on_message, self._on_eof, self.executor.reporter, self._stored),
             os.fdopen(evt_r, "rb", buffering=0),
         )
 
     @property
     def free(self) -> bool:
         return self.ready and not self.pack
+
+    def _stored(self) -> None:
+        """What the worker reported is committed: once it is idle its journal holds nothing the store lacks (and
+        errors the store keeps masked), so it is emptied before the worker gets its next pack."""
+        if self.free and self.proc is not None:
+            with contextlib.suppress(OSError):
+                os.truncate(journal_path(str(self.executor.spool), self.proc.pid), 0)
+        self.executor.dispatch()
 
     def run(self, jobs: list[Job]) -> None:
         self.pack = jobs
