@@ -884,11 +884,6 @@ def run_pod(directory: str) -> int:
 # ------------------------------------------------------------------------------------------- on Dask
 
 
-# A task in a Dask pack says it started once it has run this long: a shorter one's start comes with its outcome (an
-# event sent just before the outcome holds it back in Dask's batched streams, 5 ms a loop iteration)
-STARTED_AFTER = 0.02
-
-
 def run_pack(jobs: list[dict[str, Any]], upstream: list[list[dict[str, Any]]], topic: str) -> list[dict]:
     """A pack of jobs as one Dask task, on a worker (this module travels by value: workers need only cloudpickle).
     An input kept on the cluster comes as the outcomes of its upstream pack (`upstream`, by the position a ref
@@ -907,18 +902,12 @@ def run_pack(jobs: list[dict[str, Any]], upstream: list[list[dict[str, Any]]], t
                 ref["data"] = kept["result"]
         task = job["task"]
         where = {"worker": worker.address, "pack": f"{n + 1} of {len(jobs)}"}
-        said = threading.Timer(
-            STARTED_AFTER, worker.log_event, (topic, {"op": "started", "task": task, "key": key, **where})
-        )
-        said.start()
+        worker.log_event(topic, {"op": "started", "task": task, "key": key, **where})
 
         def emit(stream: str, text: str, task: str = task) -> None:
             worker.log_event(topic, {"op": "log", "task": task, "key": key, "stream": stream, "text": text})
 
-        try:
-            result, error = run_teed(job, emit, results)
-        finally:
-            said.cancel()
+        result, error = run_teed(job, emit, results)
         digest = hashlib.sha256(result).hexdigest() if result is not None else None
         size = len(result or b"")
         outcomes.append({"task": task, "error": error, "result": result, "hash": digest, "size": size, **where})

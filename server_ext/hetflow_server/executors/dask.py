@@ -280,7 +280,7 @@ class DaskExecutor(Executor):
                     continue  # cancelled meanwhile, or run again in a newer pack
                 pack.open.discard(task)
                 handle = {"dask_key": pack.key, "pack": outcome.get("pack"), "worker": outcome.get("worker")}
-                self.reporter.started(task, handle)  # if it was too short to say so itself
+                self.reporter.started(task, handle)  # if its own word has not come yet
                 if outcome["error"] is None and outcome.get("result") is not None:  # brought: nothing kept
                     self.reporter.finished(task, outcome["result"], None)
                 elif outcome["error"] is None:
