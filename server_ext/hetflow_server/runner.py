@@ -263,7 +263,11 @@ def execute(
 
 
 def write_frame(fd: int, message: Any) -> None:
-    view = memoryview(frame(message))
+    _write_all(fd, frame(message))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
 
@@ -297,10 +301,8 @@ class Channel:
     def send_frame(self, data: bytes) -> bool:
         with self._lock:
             if self.open:
-                view = memoryview(data)
                 try:
-                    while view:
-                        view = view[os.write(self.fd, view) :]
+                    _write_all(self.fd, data)
                 except OSError:
                     self.open = False
             return self.open
@@ -384,9 +386,12 @@ def run_teed(
 def done_record(result: bytes | None, error: dict | None, kept: bool = False) -> bytes:
     """The done file's JSON: the error, or the hash the result must have (the engine checks it), and, when the
     result stays in the executor's blob store, its size (`kept`)."""
-    digest = hashlib.sha256(result).hexdigest() if result is not None else None
-    said = {"error": error, "sha256": digest}
+    said = _done(result, error)
     return json.dumps({**said, "kept": len(result or b"")} if kept else said).encode()
+
+
+def _done(result: bytes | None, error: dict | None) -> dict[str, Any]:
+    return {"error": error, "sha256": hashlib.sha256(result).hexdigest() if result is not None else None}
 
 
 def _keep(job: dict[str, Any], path: str, result: bytes) -> bool:
@@ -461,9 +466,7 @@ class Journal:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
 
     def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view) :]
+        _write_all(self.fd, data)
 
 
 def journal_path(spool: str, pid: int) -> str:
@@ -494,8 +497,7 @@ def run_in_spool(
     if not inline:
         with open(base + ".result", "wb") as fh:
             fh.write(result or b"")
-    said = json.loads(done_record(result, error))
-    done = frame({"op": "done", "task": task_id, **said, "result": result if inline else None})
+    done = frame({"op": "done", "task": task_id, **_done(result, error), "result": result if inline else None})
     journal.write(done)
     channel.send_frame(done)
 

@@ -134,7 +134,7 @@ class _Worker:
         errors the store keeps masked), so it is emptied before the worker gets its next pack."""
         if self.free and self.proc is not None:
             with contextlib.suppress(OSError):
-                os.truncate(journal_path(str(self.executor.spool), self.proc.pid), 0)
+                os.truncate(self.executor.journal(self.proc.pid), 0)
         self.executor.dispatch()
 
     def run(self, jobs: list[Job]) -> None:
@@ -194,6 +194,10 @@ class LocalExecutor(Executor):
         self._sweep()
         for _ in range(max(1, self.workers)):
             await self._add_worker()
+
+    def journal(self, pid: int) -> Path:
+        """Where the worker with this pid journals its outcomes."""
+        return Path(journal_path(str(self.spool), pid))
 
     def _sweep(self) -> None:
         """Journals of workers that ended long ago (an engine that died with idle workers left them)."""
@@ -256,7 +260,7 @@ class LocalExecutor(Executor):
 
     async def _follow(self, task_id: str, pid: int) -> None:
         log, offset = self.spool / f"{task_id}.log", 0
-        journal = Path(journal_path(str(self.spool), pid))
+        journal = self.journal(pid)
         while task_id in self._orphans:
             if log.exists():
                 with open(log, "rb") as fh:
@@ -290,7 +294,7 @@ class LocalExecutor(Executor):
             self._pool.remove(worker)
         if proc is not None:
             asyncio.get_running_loop().run_in_executor(None, proc.wait)
-            Path(journal_path(str(self.spool), proc.pid)).unlink(missing_ok=True)  # all it sent was stored
+            self.journal(proc.pid).unlink(missing_ok=True)  # all it sent was stored
         if task_id is not None:
             code = proc.poll() if proc else None
             ended = f"the worker process (pid {proc.pid if proc else '?'}) ended while running the task"
@@ -320,7 +324,7 @@ class LocalExecutor(Executor):
             if not worker.pack:
                 worker.kill()
                 if worker.proc is not None:  # idle: every outcome it journaled is stored
-                    Path(journal_path(str(self.spool), worker.proc.pid)).unlink(missing_ok=True)
+                    self.journal(worker.proc.pid).unlink(missing_ok=True)
             elif worker._commands:
                 worker._commands.close()
         for worker in self._pool:
