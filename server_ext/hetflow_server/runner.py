@@ -807,38 +807,121 @@ def _blobs_to_files(job: dict[str, Any], get: Callable[[str, str], bytes], here:
         ref["path"] = local
 
 
-def run_s3(manifest_uri: str, provide: Provide | None = None) -> int:
-    """A task in a container (an AWS Batch job or array child, a Braket Hybrid Job) that reads and writes S3 with
-    its own role: no URL that could carry the engine's credentials is handed over. The manifest names, per array
-    index (`AWS_BATCH_JOB_ARRAY_INDEX`, 0 for a plain job), the job, the payload and their hashes, and where the
-    result and the done object go; both are written with the manifest's server-side encryption, the done object
-    last. What the task prints goes to this process's stdout/stderr, which the container's log driver ships.
-    Exit status 1 if the task failed. boto3 is imported here only: every other mode needs nothing but cloudpickle."""
-    import boto3
+class _Stdio:
+    """What the task prints, to this process's real stdout/stderr (the task's are swapped while it runs), which the
+    container's log driver ships; `ended` is the last character written, so that a mark starts a line."""
 
-    streams = {"stdout": sys.stdout, "stderr": sys.stderr}  # the real ones: the task's are swapped while it runs
+    def __init__(self) -> None:
+        self.streams = {"stdout": sys.stdout, "stderr": sys.stderr}
+        self.ended = "\n"
 
-    def emit(stream: str, text: str) -> None:
-        streams[stream].write(text)
-        streams[stream].flush()
+    def emit(self, stream: str, text: str) -> None:
+        self.streams[stream].write(text)
+        self.streams[stream].flush()
+        self.ended = text[-1:] or self.ended
 
-    s3 = boto3.client("s3")
+    def mark(self, line: str) -> None:
+        sys.stderr.flush()
+        self.emit("stdout", ("" if self.ended == "\n" else "\n") + line + "\n")
+
+
+def _run_s3_job(
+    s3: Any, bucket: str, sse: dict[str, str], job: tuple[str, str], base: str, out: _Stdio, provide: Any
+) -> bool:
+    """One job from S3 (checked against its hash), its blobs fetched next to it; the result and, last, the done
+    object written to `BASE.result` and `BASE.done` with the manifest's encryption; `job` is (its key, its hash).
+    True if the task failed."""
     get = _s3_reader(s3)
-    manifest = json.loads(get(*manifest_uri.removeprefix("s3://").split("/", 1)))
-    bucket, sse = manifest["bucket"], manifest.get("sse", {})
-    entry = manifest["each"][int(os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX", "0"))]
     result: bytes | None = None
     try:
-        job = pickle.loads(get(bucket, entry["job"], entry["sha256"]))
+        envelope = pickle.loads(get(bucket, *job))
         with tempfile.TemporaryDirectory() as here:
-            _blobs_to_files(job, lambda key, digest: get(bucket, key, digest), here)
-            result, error = run_teed(job, emit, None, provide)
+            _blobs_to_files(envelope, lambda key, digest: get(bucket, key, digest), here)
+            result, error = run_teed(envelope, out.emit, None, provide)
     except TaskFailure as failure:
         error = failure.info
     if result is not None:
-        s3.put_object(Bucket=bucket, Key=entry["result"], Body=result, **sse)
-    s3.put_object(Bucket=bucket, Key=entry["done"], Body=done_record(result, error), **sse)
-    return 0 if error is None else 1
+        s3.put_object(Bucket=bucket, Key=base + ".result", Body=result, **sse)
+    s3.put_object(Bucket=bucket, Key=base + ".done", Body=done_record(result, error), **sse)
+    return error is not None
+
+
+def _manifest(s3: Any, uri: str) -> dict[str, Any]:
+    return json.loads(_s3_reader(s3)(*uri.removeprefix("s3://").split("/", 1)))
+
+
+def run_s3(manifest_uri: str, provide: Provide | None = None) -> int:
+    """A task in a container (an AWS Batch job or array child) that reads and writes S3 with its own role: no URL
+    that could carry the engine's credentials is handed over. The manifest names, per array index
+    (`AWS_BATCH_JOB_ARRAY_INDEX`, 0 for a plain job), the job, its hash, and where the result and the done object
+    go. Exit status 1 if the task failed. boto3 is imported here only: every other mode needs nothing but
+    cloudpickle."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    manifest = _manifest(s3, manifest_uri)
+    entry = manifest["each"][int(os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX", "0"))]
+    base = entry["done"].removesuffix(".done")
+    job = (entry["job"], entry["sha256"])
+    failed = _run_s3_job(s3, manifest["bucket"], manifest.get("sse", {}), job, base, _Stdio(), provide)
+    return 1 if failed else 0
+
+
+TASK_MARK = "::hetflow-task "  # in a warm job's log: what follows, up to TASK_END_MARK, is that task's output
+TASK_END_MARK = "::hetflow-task-end "
+QUEUE_TICKS = (0.02, 0.5)  # seconds between two looks at a warm job's queue: within QUEUE_HOT of a task, at most
+QUEUE_HOT = 1.0  # a loop's next iteration comes soon after the last one's outcome: no backing off before this
+
+
+def claim_s3(s3: Any, bucket: str, key: str, sse: dict[str, str], who: str) -> bool:
+    """Create `key` unless it exists (S3's conditional write): of a worker and the engine withdrawing the task,
+    exactly one wins and says what becomes of it."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=who.encode(), IfNoneMatch="*", **sse)
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+            return False
+        raise
+    return True
+
+
+def run_s3_queue(manifest_uri: str, provide: Provide | None = None) -> None:
+    """A warm job (a Braket Hybrid Job): run the tasks that arrive in `FOLDER/queue/` one after another, in the
+    order of their keys (`SEQ-TASK-SHA256`, each the task's job), until idle for the manifest's `keep_alive`
+    seconds. Each task is claimed first (`FOLDER/TASK.claim`, a conditional write the engine also makes to take a
+    task back), then run, its output between TASK_MARK lines, its outcome in `FOLDER/TASK.result|done`. Once idle
+    it writes `FOLDER/closed` and runs what arrived before that: the engine looks for `closed` after each task
+    it queues, and takes back a task no worker claimed. The device the provider builds stays warm throughout."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    manifest = _manifest(s3, manifest_uri)
+    bucket, sse, folder = manifest["bucket"], manifest.get("sse", {}), manifest["folder"]
+    keep_alive, closed, out = float(manifest.get("keep_alive", 0)), False, _Stdio()
+    idle_since, tick = time.monotonic(), QUEUE_TICKS[0]
+    while True:
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{folder}/queue/").get("Contents", [])
+        for key in sorted(o["Key"] for o in listed):
+            task, digest = key.rsplit("/", 1)[1].split("-", 1)[1].rsplit("-", 1)
+            if claim_s3(s3, bucket, f"{folder}/{task}.claim", sse, "worker"):
+                out.mark(TASK_MARK + task)
+                _run_s3_job(s3, bucket, sse, (key, digest), f"{folder}/{task}", out, provide)
+                out.mark(TASK_END_MARK + task)
+            s3.delete_object(Bucket=bucket, Key=key)
+        now = time.monotonic()
+        if listed:
+            idle_since, tick = now, QUEUE_TICKS[0]
+        elif closed:
+            return
+        elif now - idle_since >= keep_alive:
+            s3.put_object(Bucket=bucket, Key=f"{folder}/closed", Body=b"", **sse)
+            closed = True
+            continue  # what arrived before the close still runs
+        elif now - idle_since >= QUEUE_HOT:
+            tick = min(tick * 2, QUEUE_TICKS[1])
+        time.sleep(tick)
 
 
 # ------------------------------------------------------------------------------------------- in a pod

@@ -242,16 +242,23 @@ class AWSExecutor(PolledExecutor[J], Generic[J]):
 
     # --------------------------------------------------------------------------- a task's objects
 
-    async def ship(self, folder: str, jobs: list[Job]) -> str:
-        """Upload the jobs (entry N of the manifest is jobs[N], an array job's child N) and their manifest; returns
-        the manifest's URI, what `runner.run_s3` takes. The payload and every value of at least `blob_min` bytes
-        (inputs, foreach elements, upstream results, which the container cannot read from the engine's store) are
-        blobs under `blobs/SHA256`: those already there (asked with one HEAD each, at once) are not sent again."""
+    async def envelopes(self, jobs: list[Job]) -> list[bytes]:
+        """The jobs as the runner reads them in a container, pickled. The payload and every value of at least
+        `blob_min` bytes (inputs, foreach elements, upstream results, which the container cannot read from the
+        engine's store) are uploaded as blobs under `blobs/SHA256`: those already there (asked with one HEAD each,
+        at once) are not sent again."""
         least = self.blob_min or 1 << 62  # 0: only the payload apart
         slim = [slimmed(job, self.s3_key("blobs"), least, self.name, payload_apart=True) for job in jobs]
         blobs = {digest: data for one in slim for digest, data in one.blobs.items()}
         there = await asyncio.gather(*(self.s3_has(f"blobs/{digest}") for digest in blobs))
-        envelopes = [pickled(one.envelope) for one in slim]
+        uploads = [(f"blobs/{d}", data) for (d, data), found in zip(blobs.items(), there, strict=True) if not found]
+        await asyncio.gather(*(self.s3_put(key, data) for key, data in uploads))
+        return [pickled(one.envelope) for one in slim]
+
+    async def ship(self, folder: str, jobs: list[Job]) -> str:
+        """Upload the jobs (entry N of the manifest is jobs[N], an array job's child N) and their manifest; returns
+        the manifest's URI, what `runner.run_s3` takes."""
+        envelopes = await self.envelopes(jobs)
         each = []
         for job, data in zip(jobs, envelopes, strict=True):
             paths = JobPaths(f"{folder}/{job.task_id}")
@@ -263,8 +270,7 @@ class AWSExecutor(PolledExecutor[J], Generic[J]):
                     "done": self.s3_key(paths.done),
                 }
             )
-        uploads = [(f"blobs/{d}", data) for (d, data), found in zip(blobs.items(), there, strict=True) if not found]
-        uploads += [(f"{folder}/{job.task_id}.job", data) for job, data in zip(jobs, envelopes, strict=True)]
+        uploads = [(f"{folder}/{job.task_id}.job", data) for job, data in zip(jobs, envelopes, strict=True)]
         await asyncio.gather(*(self.s3_put(key, data) for key, data in uploads))
         manifest = {"bucket": self.bucket, "sse": self.sse_args, "each": each}
         await self.s3_put(f"{folder}/manifest.json", json.dumps(manifest).encode())

@@ -17,7 +17,7 @@ from traitlets import Int, Unicode
 from ..models import Option, option_table
 from .base import Job
 from .braket_device import LOCAL_SIMULATORS
-from .hybrid import INSTANCE, SHOTS, HybridExecutor, parse_arn
+from .hybrid import INSTANCE, KEEP_ALIVE, SHOTS, HybridExecutor, parse_arn
 from .local import LocalExecutor
 
 
@@ -46,7 +46,7 @@ class BraketExecutor(HybridExecutor):
 
     kind = "braket"
     options = option_table(
-        Option("device", parse_device, "local simulator name or device ARN", "local"), SHOTS, INSTANCE
+        Option("device", parse_device, "local simulator name or device ARN", "local"), SHOTS, INSTANCE, KEEP_ALIVE
     )
     device = Unicode("local", help="Default device: a local simulator (local, braket_sv, braket_dm) or an ARN.")
     workers = Int(1, help="Warm local workers for local-simulator tasks (each keeps its simulator).")
