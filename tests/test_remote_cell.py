@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 from kernels import Kernel
 
@@ -113,3 +114,49 @@ def test_unpicklable_explicit_output_is_a_clear_error_naming_it(kernel: Kernel) 
     out = kernel.run("%%remote outputs=guard2\nimport threading\nguard2 = threading.Lock()\n")
     assert not out.ok
     assert "output 'guard2' (_thread.lock) cannot be pickled" in out.traceback
+
+
+def test_an_explicit_output_the_cell_never_binds_is_an_error_naming_it(kernel: Kernel) -> None:
+    out = kernel.run("%%remote outputs=bound,never_bound\nbound = 1\n")
+    assert not out.ok
+    assert "outputs=bound,never_bound: the cell never bound never_bound" in out.traceback, out.traceback
+    assert kernel.value("'bound' in globals()") is False  # nothing half-bound
+
+
+def test_an_open_file_stays_behind_with_a_warning_and_explicitly_is_an_error(kernel: Kernel, tmp_path: Path) -> None:
+    path = tmp_path / "data.txt"
+    path.write_text("contents\n")
+    out = kernel.run(f"%%remote\nfh = open({str(path)!r})\nfirst = fh.readline()\n").check()
+    assert "output 'fh' (_io.TextIOWrapper) is an open file there; it stays behind" in out.stderr, out.stderr
+    assert kernel.value("[first, 'fh' in globals()]") == ["contents\n", False]
+    out = kernel.run(f"%%remote outputs=fh2\nfh2 = open({str(path)!r})\n")
+    assert not out.ok and "output 'fh2' (_io.TextIOWrapper) is an open file there" in out.traceback, out.traceback
+    shown = kernel.run(f"%%remote\nopen({str(path)!r})\n").check()
+    assert shown.result is None and "the cell's value (_io.TextIOWrapper) is an open file there" in shown.stderr
+
+
+def test_a_star_import_warns_that_its_names_stay_and_outputs_brings_them(kernel: Kernel) -> None:
+    out = kernel.run("%%remote\nfrom math import *\nroot = sqrt(16)\n").check()
+    assert "the names from math import * binds are not known here" in out.stderr, out.stderr
+    assert kernel.value("[root, 'floor' in globals()]") == [4.0, False]
+    kernel.run("%%remote outputs=floor\nfrom math import *\n").check()
+    assert kernel.value("floor(2.5)") == 2
+
+
+def test_a_result_the_kernel_cannot_unpickle_is_one_line_naming_the_task(kernel: Kernel, tmp_path: Path) -> None:
+    module = tmp_path / "remote_only_mod.py"
+    module.write_text("class Thing:\n    pass\n")
+    cell = f"%%remote name=remote_only\nimport sys\nsys.path.insert(0, {str(tmp_path)!r})\nimport remote_only_mod\n"
+    out = kernel.run(cell + "thing = remote_only_mod.Thing()\n")
+    assert not out.ok
+    lines = [line for line in out.traceback.splitlines() if line.strip()]
+    assert len(lines) == 1, out.traceback
+    assert lines[0].startswith("ResultUnreadable: the result of task 'remote_only'") and "No module named" in lines[0]
+
+
+def test_repr_and_type_of_an_unfinished_future_do_not_wait(kernel: Kernel) -> None:
+    kernel.run("%%remote wait=false\nimport time\ntime.sleep(3)\nsleepy = 1\n").check()
+    out = kernel.run("print(repr(sleepy), type(sleepy).__name__, isinstance(sleepy, int), sep='|')").check()
+    assert out.duration < 1.5, out.duration
+    shown, kind, is_int = out.stdout.strip().split("|")
+    assert shown.startswith("<hetflow future 'sleepy'") and (kind, is_int) == ("Future", "False"), out.stdout

@@ -16,6 +16,7 @@ class Analysis:
     binds: list[str] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
     imports: list[str] = field(default_factory=list)  # names bound by import statements
+    stars: list[str] = field(default_factory=list)  # modules of `from M import *`: names no one can list here
     display: bool = False
 
 
@@ -38,6 +39,7 @@ class _Binder(ast.NodeVisitor):
         self.augmented: list[str] = []  # `x += 1` reads x
         self.later: list[str] = []  # `global x` in a function binds x only if the function is called
         self.imports: list[str] = []
+        self.stars: list[str] = []
 
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Store):
@@ -88,7 +90,9 @@ class _Binder(ast.NodeVisitor):
 
     def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
         for alias in node.names:
-            if alias.name != "*":
+            if alias.name == "*" and isinstance(node, ast.ImportFrom):
+                _add(self.stars, "." * node.level + (node.module or ""))
+            elif alias.name != "*":
                 _add(self.binds, alias.asname or alias.name.split(".")[0])
                 _add(self.imports, alias.asname or alias.name.split(".")[0])
 
@@ -179,6 +183,8 @@ def analyse(tree: ast.Module, code: str) -> Analysis:
             bound.update(binder.binds)
         for name in binder.imports:
             _add(result.imports, name)
+        for module in binder.stars:
+            _add(result.stars, module)
         for name in binder.deletes:
             _add(result.deletes, name)
             bound.discard(name)

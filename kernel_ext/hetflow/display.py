@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Any
 
+import cloudpickle
+
 from hetflow_server.models import State, Task
 from hetflow_server.protocol import SpecError
 
@@ -41,6 +43,28 @@ class RemoteTaskError(Exception):
             )
         body = self.remote_traceback.rstrip("\n").splitlines() or [str(self)]
         return [header, *body]
+
+
+class ResultUnreadable(Exception):
+    """A result that came back whole but cannot be rebuilt in this kernel (a module the task had and the kernel
+    lacks, a class changed since): one line that names the task and what to do, not hetflow's unpickling stack."""
+
+    def __init__(self, task: Task, err: Exception):
+        super().__init__(
+            f"the result of task {task.label!r} ({task.id}) cannot be read in this kernel: {type(err).__name__}: "
+            f"{err}. Install what it needs in the kernel's environment, or return plain values (outputs=...)"
+        )
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"ResultUnreadable: {self}"]
+
+
+def unpickled(task: Task, data: bytes) -> Any:
+    """A task's result, rebuilt here; its hash was checked against the store when it was fetched."""
+    try:
+        return cloudpickle.loads(data)
+    except Exception as err:
+        raise ResultUnreadable(task, err) from None
 
 
 class TaskDetached(KeyboardInterrupt):

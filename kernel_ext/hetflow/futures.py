@@ -10,8 +10,6 @@ import collections
 import sys
 from typing import Any
 
-import cloudpickle
-
 from hetflow_server.models import State, Task
 
 from . import capture, display
@@ -122,16 +120,17 @@ class Submission:
     def _task_values(self) -> tuple[dict[str, Any], Any]:
         task = self.first
         inline = self.watch.results.get(task.id) if self.watch is not None else None
-        result = cloudpickle.loads(self.client.result(task, inline))
+        result = display.unpickled(task, self.client.result(task, inline))
         self.deleted = result["deleted"]
         return result["outputs"], result["value"]
 
     def _group_values(self) -> tuple[dict[str, Any], Any]:
+        pickles: list[tuple[Task, bytes | None]]
         if self.at_hand() and self.watch is not None:  # every result came with its final event: none is fetched
-            pickles = [self.client.result(self.tasks[i], self.watch.results[i]) for i in self.order]
+            pickles = [(self.tasks[i], self.client.result(self.tasks[i], self.watch.results[i])) for i in self.order]
         else:
-            pickles = [data for _, data in self.client.group_results(self.first.id) if data]
-        results = [cloudpickle.loads(data) for data in pickles]
+            pickles = self.client.group_results(self.first.id)
+        results = [display.unpickled(task, data) for task, data in pickles if data]
         outputs = {name: [r["outputs"].get(name) for r in results] for name in self.outputs}
         values = [r["value"] for r in results]
         return outputs, values if any(v is not None for v in values) else None
@@ -222,10 +221,25 @@ def _handed_to_hetflow(node: ast.AST) -> set[int]:
     return found
 
 
+INSPECTING = frozenset({"repr", "type", "isinstance", "id"})  # calls that look at the future, not at its value
+
+
+def _inspected(node: ast.AST) -> set[int]:
+    """The names given as they are to `repr(...)`, `type(...)`, `isinstance(...)`, `id(...)`: they ask about
+    the future itself, so they must not wait for its value."""
+    return {
+        id(arg)
+        for call in ast.walk(node)
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in INSPECTING
+        for arg in call.args[:1]
+        if isinstance(arg, ast.Name)
+    }
+
+
 class AwaitFutures(ast.NodeTransformer):
     """An IPython AST transformer: a cell that reads unfinished futures first waits for them (a `%%remote` cell
     is a call of the magic here and reads none: its futures become dependencies instead). Using the future's own
-    API (`fut.done()`, `fut.result()`, `repr` through `fut.__repr__()`) does not wait."""
+    API (`fut.done()`, `fut.result()`, `repr(fut)`, `type(fut)`) does not wait."""
 
     def __init__(self, namespace: dict[str, Any]):
         self.namespace = namespace
@@ -239,7 +253,7 @@ class AwaitFutures(ast.NodeTransformer):
             for n in ast.walk(node)
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.attr in FUTURE_API
         }
-        api |= _handed_to_hetflow(node)
+        api |= _handed_to_hetflow(node) | _inspected(node)
         reads = set(capture.analyse(node, "").reads)  # read from the namespace, not bound in the cell first
         used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in futures and id(n) not in api}
         pending = sorted(futures & reads & used)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from typing import Any
 
-import cloudpickle
 import IPython
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -110,6 +110,13 @@ class RemoteMagics(Magics):
                 raise UsageError(f"inputs={','.join(options.inputs)}: {', '.join(missing)} not defined")
         inputs = options.inputs if options.inputs is not None else capture.inputs_from(analysis, namespace)
         outputs = options.outputs if options.outputs is not None else capture.outputs_from(analysis)
+        if analysis.stars and options.outputs is None:
+            stars = ", ".join(f"from {module} import *" for module in analysis.stars)
+            print(
+                f"hetflow: the names {stars} binds are not known here, so they stay in the task; name those you "
+                "need in outputs=..., or import them in the kernel",
+                file=sys.stderr,
+            )
         elements = None
         if options.foreach is not None:
             name, expr = options.foreach
@@ -216,7 +223,7 @@ class RemoteMagics(Magics):
             if task.state.final:
                 raise display.RemoteTaskError(task)
             raise UsageError(f"task {task.label!r} is {task.state.value}; ask again when it has completed")
-        return cloudpickle.loads(client.result(task))["outputs"]
+        return display.unpickled(task, client.result(task))["outputs"]
 
     def _cmd_rerun(self, client: EngineClient, ref: str) -> None:
         tasks = client.rerun(ref)

@@ -93,26 +93,41 @@ def _check_versions(spec: dict[str, Any]) -> None:
 
 
 def _pack_result(spec: dict[str, Any], namespace: dict[str, Any], value: Any, stderr: io.TextIOBase) -> bytes:
-    """Pickle what goes back. An automatic output that cannot be pickled (an open file, a lock) is left behind
-    with a warning rather than failing a long task at its very end; an output named in outputs= must come back."""
+    """Pickle what goes back. An automatic output that cannot travel (an open file, a lock) is left behind with
+    a warning rather than failing a long task at its very end; an output named in outputs= must come back."""
+    explicit = bool(spec.get("outputs_explicit"))
+    unbound = [name for name in spec["outputs"] if name not in namespace]
+    if explicit and unbound:
+        raise TaskFailure(
+            "OutputMissing", f"outputs={','.join(spec['outputs'])}: the cell never bound {', '.join(unbound)}"
+        )
     outputs = {name: namespace[name] for name in spec["outputs"] if name in namespace}
     deleted = [name for name in spec.get("deleted", ()) if name not in namespace]
-    try:
+
+    def leave(name: str, obj: Any, problem: str) -> None:
+        nonlocal value
+        if name not in outputs:  # the cell's value: it is shown, not used, so it is not worth failing the task
+            print(f"hetflow: the cell's value ({_type_name(obj)}) {problem}; it is not shown", file=stderr)
+            value = None
+            return
+        problem = f"output {name!r} ({_type_name(obj)}) {problem}"
+        if explicit:
+            raise TaskFailure("PicklingError", f"{problem}; choose other outputs=...") from None
+        print(f"hetflow: {problem}; it stays behind (name it in outputs=... to make this an error)", file=stderr)
+        del outputs[name]
+
+    # an open file is the machine's own: cloudpickle would send one opened for reading as a StringIO of its
+    # contents, a copy that claims to be the file
+    for name, obj in [*outputs.items(), ("", value)]:
+        if isinstance(obj, io.IOBase) and not isinstance(obj, (io.StringIO, io.BytesIO)):
+            leave(name, obj, "is an open file there")
+    with contextlib.suppress(Exception):  # the common case: one pickling of everything
         return cloudpickle.dumps({"outputs": outputs, "value": value, "deleted": deleted}, protocol=5)
-    except Exception:
-        pass
-    for name, obj in [*outputs.items(), ("the cell's value", value)]:
+    for name, obj in [*outputs.items(), ("", value)]:
         try:
             cloudpickle.dumps(obj, protocol=5)
         except Exception as err:
-            problem = f"output {name!r} ({_type_name(obj)}) cannot be pickled: {err}"
-            if spec.get("outputs_explicit") or name not in outputs:
-                raise TaskFailure("PicklingError", f"{problem}; choose other outputs=...") from None
-            print(
-                f"hetflow: {problem}; it stays behind (name it in outputs=... to make this an error)",
-                file=stderr,
-            )
-            del outputs[name]
+            leave(name, obj, f"cannot be pickled: {err}")
     return cloudpickle.dumps({"outputs": outputs, "value": value, "deleted": deleted}, protocol=5)
 
 
