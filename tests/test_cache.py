@@ -60,3 +60,16 @@ def test_a_failed_task_is_not_cached(kernel: Kernel) -> None:
     assert not kernel.run(cell).ok
     assert not kernel.run(cell).ok
     assert len(path.read_text().splitlines()) == 2
+
+
+def test_a_cell_that_read_a_future_is_served_from_the_cache_once_it_became_its_value(kernel: Kernel) -> None:
+    kernel.run(f"runs_file = {str(kernel.root / 'cache-f.txt')!r}").check()
+    kernel.run("%%remote wait=false\nimport time\ntime.sleep(1.0)\nbase = 4\n").check()
+    assert kernel.value("type(base).__name__") == "Future"
+    kernel.run(CELL).check()  # reads the unfinished future: a dependency on its task
+    assert kernel.value("[type(base).__name__, scaled]") == ["int", 8]
+    kernel.run(CELL).check()  # reads the value it became: the same data, so the same key
+    assert runs(kernel) == 1, "the cell ran again once its input was a value instead of a future"
+    kernel.run("base = 5").check()  # changed in the kernel: no longer that output
+    kernel.run(CELL).check()
+    assert runs(kernel) == 2 and kernel.value("scaled") == 10

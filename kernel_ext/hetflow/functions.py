@@ -92,7 +92,7 @@ def _submit(
     names = [f"__arg{n}__" for n in range(len(args))]
     name = getattr(fn, "__name__", "function")
     labels = {"__fn__": f"function {name}", **{key: f"argument {n + 1} of {name}" for n, key in enumerate(names)}}
-    refs, pickles = split_inputs({"__fn__": fn, **dict(zip(names, args, strict=True))}, labels, FUNCTION_HINT)
+    refs, pickles, origins = split_inputs({"__fn__": fn, **dict(zip(names, args, strict=True))}, labels, FUNCTION_HINT)
     call = names
     provided = _provided(fn, args)
     if provided:  # only where the executor provides them: elsewhere the function's own defaults hold
@@ -112,6 +112,7 @@ def _submit(
         outputs=[OUTPUT],
         name=task.pop("name", None) or name.strip("<>") or "function",
         refs=refs,
+        origins=origins,
         bring=bring,
         **origin(get_ipython()),
         **task,

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import ast
 import collections
+import contextlib
 import sys
 from typing import Any
 
+import cloudpickle
+
 from hetflow_server.models import State, Task
+from hetflow_server.protocol import sha256
 
 from . import capture, display
 from .client import EngineClient
@@ -136,12 +140,22 @@ class Submission:
         return outputs, values if any(v is not None for v in values) else None
 
 
+ORIGINS: dict[int, dict[str, list[Any]]] = {}  # a value's pickle (by size, then hash) -> the task output it is
+
+
 class Future:
     """A `wait=false` cell's output until its task ends. `.result()` waits for it; a finished future is replaced
     by its value before the next cell runs."""
 
     def __init__(self, submission: Submission, output: str):
         self.submission, self.output = submission, output
+        self._known = False
+
+    @property
+    def ref(self) -> list[Any]:
+        """The output as a dependency: its task (a foreach's: every element, in order) and the output's name."""
+        submission = self.submission
+        return [submission.order if submission.foreach else self.task_id, self.output]
 
     @property
     def task_id(self) -> str:
@@ -154,7 +168,13 @@ class Future:
         return self.done() and any(t.state is not State.COMPLETED for t in self.submission.tasks.values())
 
     def result(self) -> Any:
-        return self.submission.values()[0][self.output]
+        value = self.submission.values()[0][self.output]
+        if not self._known:  # a later cell that reads the value reads this output: one cache key for the same data
+            self._known = True
+            with contextlib.suppress(Exception):  # what cannot be pickled is never sent on
+                data = cloudpickle.dumps(value, protocol=5)
+                ORIGINS.setdefault(len(data), {})[sha256(data)] = self.ref
+        return value
 
     def __reduce__(self) -> Any:
         raise TypeError(

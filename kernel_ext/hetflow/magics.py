@@ -122,7 +122,7 @@ class RemoteMagics(Magics):
             name, expr = options.foreach
             inputs = [i for i in inputs if i != name]
             elements = self._elements(name, expr)
-        refs, pickled = split_inputs({name: namespace[name] for name in inputs})
+        refs, pickled, origins = split_inputs({name: namespace[name] for name in inputs})
         count = self._prompt_number()
         payload = Payload(
             code=cell,
@@ -147,6 +147,7 @@ class RemoteMagics(Magics):
             cache=options.cache,
             **origin(self.shell),
             refs=refs,
+            origins=origins,
             after=options.after,
             foreach=options.foreach[0] if options.foreach else None,
             bring=options.wait,  # its values go into the namespace at once

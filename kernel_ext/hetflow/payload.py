@@ -9,9 +9,9 @@ from typing import Any, TypedDict
 
 import cloudpickle
 
-from hetflow_server.protocol import SpecError
+from hetflow_server.protocol import SpecError, sha256
 
-from .futures import Future
+from .futures import ORIGINS, Future
 
 CELL_HINT = "Create it inside the cell, or leave it out with inputs=..."
 
@@ -25,19 +25,24 @@ def pickled(label: str, value: Any, hint: str = CELL_HINT) -> bytes:
 
 def split_inputs(
     values: dict[str, Any], labels: dict[str, str] | None = None, hint: str = CELL_HINT
-) -> tuple[dict[str, list[Any]], dict[str, bytes]]:
-    """(refs, pickles): an unfinished future (or one whose result is not here) becomes a dependency on its task,
-    and its data need not come through the kernel; anything else is pickled."""
-    refs, pickles = {}, {}
+) -> tuple[dict[str, list[Any]], dict[str, bytes], dict[str, list[Any]]]:
+    """(refs, pickles, origins): an unfinished future (or one whose result is not here) becomes a dependency on
+    its task, and its data need not come through the kernel; anything else is pickled, and a value that is,
+    unchanged, a finished future's output is named with that output (TaskSpec.origins: the same data has one
+    cache key, whether the cell read it before or after the task ended)."""
+    refs, pickles, origins = {}, {}, {}
     for name, value in values.items():
         if isinstance(value, Future) and not (value.done() and value.submission.at_hand()):
-            submission = value.submission  # a foreach's: every element, in order
-            refs[name] = [submission.order if submission.foreach else value.task_id, value.output]
+            refs[name] = value.ref
             continue
         if isinstance(value, Future):
             value = value.result()
-        pickles[name] = pickled((labels or {}).get(name, f"input {name!r}"), value, hint)
-    return refs, pickles
+        pickles[name] = data = pickled((labels or {}).get(name, f"input {name!r}"), value, hint)
+        same_size = ORIGINS.get(len(data))  # only a pickle of the very size is hashed here
+        ref = same_size.get(sha256(data)) if same_size else None
+        if ref is not None:
+            origins[name] = ref
+    return refs, pickles, origins
 
 
 class Origin(TypedDict):

@@ -111,12 +111,12 @@ class Engine:
         """Validate, then serve from the cache or create and queue the task (one per element of a foreach).
         Returns the tasks and whether all of them came from the cache."""
         executor, options = self._executor_for(spec)
-        upstream = self._upstream(spec)
+        upstream, origins = self._upstream(spec), self._origins(spec)
         blobs: dict[str, bytes] = {}  # the elements of a foreach, by hash
         if spec.foreach is None:
             if elements:
                 raise SpecError("elements were sent for a cell without foreach=")
-            key = cache_key(spec, executor, options, spec.inputs, upstream)
+            key = cache_key(spec, executor, options, spec.inputs, upstream, origins)
             cached = self.store.find_cached(key) if spec.cache else None
             if cached is not None:
                 self.store.add_event(cached, "served from the cache")
@@ -125,7 +125,7 @@ class Engine:
             tasks = [self._new_task(spec, executor, options, key, payload_hash, upstream)]
         else:
             payload_hash = sha256(payload)
-            tasks, blobs = self._elements(spec, executor, options, payload_hash, elements or [], upstream)
+            tasks, blobs = self._elements(spec, executor, options, payload_hash, elements or [], upstream, origins)
         if listener is not None:
             for task in tasks:
                 self.events.subscribe(listener, task.id)
@@ -146,6 +146,16 @@ class Engine:
         for ref in spec.after:
             for task in self._targets(self.find(ref)):  # after a foreach: after every element
                 found[task.id] = task
+        return found
+
+    def _origins(self, spec: TaskSpec) -> dict[str, Task]:
+        """The tasks whose outputs the inputs named in spec.origins are (by id); one this engine no longer knows
+        leaves its input keyed by its hash."""
+        found: dict[str, Task] = {}
+        for source, output in spec.origins.values():
+            tasks = [self.scheduler.lookup(task_id) for task_id in ref_ids(source)]
+            if all(t is not None and output in t.outputs for t in tasks):
+                found.update((t.id, t) for t in tasks if t is not None)
         return found
 
     def _new_task(
@@ -188,6 +198,7 @@ class Engine:
         payload_hash: str,
         elements: list[bytes],
         upstream: dict[str, Task],
+        origins: dict[str, Task],
     ) -> tuple[list[Task], dict[str, bytes]]:
         """One task per element of a foreach, each given its element; an element computed before (same code,
         inputs and element) is a new task served from the cache at once."""
@@ -196,7 +207,7 @@ class Engine:
         for n, element in enumerate(elements):
             digest = sha256(element)
             blobs[digest] = element
-            key = cache_key(spec, executor, options, {**spec.inputs, spec.foreach: digest}, upstream)
+            key = cache_key(spec, executor, options, {**spec.inputs, spec.foreach: digest}, upstream, origins)
             task = self._new_task(
                 spec,
                 executor,
@@ -320,23 +331,35 @@ class Engine:
 
 
 def cache_key(
-    spec: TaskSpec, executor: str, options: dict[str, Any], inputs: dict[str, str], upstream: dict[str, Task]
+    spec: TaskSpec,
+    executor: str,
+    options: dict[str, Any],
+    inputs: dict[str, str],
+    upstream: dict[str, Task],
+    origins: dict[str, Task] | None = None,
 ) -> str:
     """Same code, same inputs, same outputs asked for, same executor and options, same upstream computations:
     same result. A task run with cache=false gets a key of its own: what depends on it never matches a result
-    computed from another of its runs."""
+    computed from another of its runs. An input whose value is a known task's output (`origins`, the tasks by
+    id) is keyed as a dependency on that output would be."""
+    origins = origins or {}
+    same = {
+        name: ref for name, ref in spec.origins.items() if name in inputs and all(t in origins for t in ref_ids(ref[0]))
+    }
+    known = {**origins, **upstream}
     material = {
         "code": spec.code,
-        "inputs": inputs,
+        "inputs": {name: digest for name, digest in inputs.items() if name not in same},
         "outputs": spec.outputs,
         "executor": executor,
         "options": options,
     }
     if not spec.cache:
         material["uncached"] = uuid.uuid4().hex
-    if upstream:  # keys of tasks without dependencies stay as they were before dependencies existed
+    if known:  # keys of tasks without dependencies stay as they were before dependencies existed
         material["refs"] = {
-            name: [[upstream[t].cache_key for t in ref_ids(source)], out] for name, (source, out) in spec.refs.items()
+            name: [[known[t].cache_key for t in ref_ids(source)], out]
+            for name, (source, out) in {**spec.refs, **same}.items()
         }
         data_deps = {t for source, _ in spec.refs.values() for t in ref_ids(source)}
         material["after"] = sorted(str(u.cache_key) for t, u in upstream.items() if t not in data_deps)

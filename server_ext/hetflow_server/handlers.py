@@ -99,6 +99,16 @@ def check_spec(spec: TaskSpec) -> None:
     def strings(value: Any) -> bool:
         return isinstance(value, str)
 
+    def refs(value: Any) -> bool:  # name -> [task id, or a foreach's element ids, output]
+        return isinstance(value, dict) and all(
+            strings(name)
+            and isinstance(ref, list)
+            and len(ref) == 2
+            and strings(ref[1])
+            and (strings(ref[0]) or (isinstance(ref[0], list) and bool(ref[0]) and all(map(strings, ref[0]))))
+            for name, ref in value.items()
+        )
+
     checks = {
         "code": strings(spec.code),
         "name": strings(spec.name),
@@ -113,15 +123,8 @@ def check_spec(spec: TaskSpec) -> None:
         "executor": spec.executor is None or strings(spec.executor),
         "notebook": spec.notebook is None or strings(spec.notebook),
         "cell_id": spec.cell_id is None or strings(spec.cell_id),
-        "refs": isinstance(spec.refs, dict)
-        and all(
-            strings(name)
-            and isinstance(ref, list)
-            and len(ref) == 2
-            and strings(ref[1])
-            and (strings(ref[0]) or (isinstance(ref[0], list) and bool(ref[0]) and all(map(strings, ref[0]))))
-            for name, ref in spec.refs.items()
-        ),
+        "refs": refs(spec.refs),
+        "origins": refs(spec.origins),
         "after": isinstance(spec.after, list) and all(map(strings, spec.after)),
         "foreach": spec.foreach is None or (strings(spec.foreach) and spec.foreach.isidentifier()),
     }

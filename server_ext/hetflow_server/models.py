@@ -184,6 +184,9 @@ class TaskSpec:
     cell_id: str | None = None
     # input name -> [upstream task id (or a foreach's element ids, in order), its output]
     refs: dict[str, list[Any]] = field(default_factory=dict)
+    # input name -> the finished task output (as in refs) that its value, sent in the payload, is unchanged:
+    # keyed like that ref, so the same data has one cache key before and after the kernel got the value
+    origins: dict[str, list[Any]] = field(default_factory=dict)
     after: list[str] = field(default_factory=list)  # tasks (names or ids) to wait for without their data
     foreach: str | None = None  # the input each element is bound to; elements come with the payload
     # the kernel waits for the value (hetflow.run, a cell with wait=true): an executor that keeps results where
