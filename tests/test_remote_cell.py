@@ -160,3 +160,12 @@ def test_repr_and_type_of_an_unfinished_future_do_not_wait(kernel: Kernel) -> No
     assert out.duration < 1.5, out.duration
     shown, kind, is_int = out.stdout.strip().split("|")
     assert shown.startswith("<hetflow future 'sleepy'") and (kind, is_int) == ("Future", "False"), out.stdout
+
+
+def test_an_error_in_a_function_from_an_earlier_cell_names_that_cell_and_line(kernel: Kernel) -> None:
+    defined = kernel.run("def blow_up(v):\n    raise ValueError(f'bad {v}')\n").check()
+    out = kernel.run("%%remote\nblow_up(3)\n")
+    assert not out.ok and "ValueError: bad 3" in out.traceback
+    cell = defined.reply["execution_count"]
+    assert f'File "Cell In[{cell}]", line 2, in blow_up' in out.traceback, out.traceback
+    assert "raise ValueError(f'bad {v}')" in out.traceback and "ipykernel_" not in out.traceback, out.traceback

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import getpass
+import linecache
+import re
 import sys
 import time
 from typing import Any
@@ -42,7 +44,32 @@ class RemoteTaskError(Exception):
                 f"`%remote rerun {task.name}` (or running the cell again) runs only these"
             )
         body = self.remote_traceback.rstrip("\n").splitlines() or [str(self)]
-        return [header, *body]
+        return [header, *_earlier_cells(body)]
+
+
+_FRAME = re.compile(r'^(\s*)File "([^"]+)", line (\d+)(.*)$')
+
+
+def _earlier_cells(lines: list[str]) -> list[str]:
+    """A frame in a function from an earlier cell names the file IPython compiled that cell into, which the
+    remote side cannot read: name the cell as IPython does (`Cell In[N], line L`) and show its line from here."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    cells = getattr(getattr(shell, "compile", None), "_filename_map", None) or {}
+    shown: list[str] = []
+    for at, line in enumerate(lines):
+        frame = _FRAME.match(line)
+        if frame is None or frame.group(2) not in cells:
+            shown.append(line)
+            continue
+        indent, filename, number, rest = frame.groups()
+        shown.append(f'{indent}File "Cell In[{cells[filename]}]", line {number}{rest}')
+        source = linecache.getline(filename, int(number)).strip()
+        following = lines[at + 1] if at + 1 < len(lines) else ""
+        if source and following.strip() != source:
+            shown.append(f"{indent}    {source}")
+    return shown
 
 
 class ResultUnreadable(Exception):
