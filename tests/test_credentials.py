@@ -6,7 +6,7 @@ import asyncio
 import json
 import sqlite3
 import threading
-import time
+from collections.abc import Callable
 
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
@@ -17,12 +17,20 @@ from servers import JupyterServer
 SECRET = "s3cr3t-Value-" + "9f8e7d6c5b4a"
 
 
-def collect_events(server: JupyterServer, seconds: float) -> list[str]:
-    """Everything the event socket says during `seconds`, as raw text."""
+def collect_events(
+    server: JupyterServer,
+    seconds: float,
+    connected: threading.Event | None = None,
+    until: Callable[[str], bool] | None = None,
+) -> list[str]:
+    """Everything the event socket says during `seconds` (or until a message for which `until` is true), as raw
+    text; `connected` is set once the socket is open (from then on every event reaches it)."""
 
     async def listen() -> list[str]:
         url = f"ws://127.0.0.1:{server.port}{server.base_url}hetflow/api/events"
         socket = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {server.token}"}))
+        if connected is not None:
+            connected.set()
         seen: list[str] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
@@ -34,6 +42,8 @@ def collect_events(server: JupyterServer, seconds: float) -> list[str]:
             if message is None:
                 break
             seen.append(message)
+            if until is not None and until(message):
+                break
         socket.close()
         return seen
 
@@ -62,14 +72,23 @@ def test_a_secret_printed_by_a_task_is_masked_everywhere(server: JupyterServer, 
         half = len(SECRET) // 2
         kernel.run(f"left, right = {SECRET[:half]!r}, {SECRET[half:]!r}").check()
         events: list[str] = []
-        listener = threading.Thread(target=lambda: events.extend(collect_events(server, 4.0)))
+        connected = threading.Event()
+
+        def leaky_ended(message: str) -> bool:
+            event = json.loads(message)
+            return event.get("type") == "task" and event["data"]["name"] == "leaky" and event["state"] == "failed"
+
+        listener = threading.Thread(
+            target=lambda: events.extend(collect_events(server, 60, connected=connected, until=leaky_ended))
+        )
         listener.start()
-        time.sleep(0.5)
+        assert connected.wait(30), "the event socket did not open"
         out = kernel.run(
             "%%remote name=leaky\nimport time\nfor i in range(3):\n    print('token is', left + right, flush=True)\n"
             "    time.sleep(0.2)\nraise RuntimeError('failed with ' + left + right)\n"
         )
-        listener.join()
+        listener.join(60)
+        assert not listener.is_alive(), "the event socket never said that the task failed"
         assert "token is ********" in out.stdout and SECRET not in out.stdout
         assert "failed with ********" in out.traceback and SECRET not in out.traceback
         assert any("token is ********" in e for e in events), events
