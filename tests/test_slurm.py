@@ -6,6 +6,7 @@ elements take them from the pack's queue; each task keeps its own log, outcome, 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -175,6 +176,33 @@ def test_cancel_from_the_kernel_leaves_no_job_in_squeue(kernel: Kernel, server: 
         time.sleep(0.2)
 
 
+# the SSH executor stops a pack's runner with SIGTERM to the runner's process group (SSHExecutor.stop_command), but
+# the runner forks each task into a process group of its own (runner._start) and dies before it sees the task's
+# cancel file: the task's process is left running (issue 20, item 7)
+SSH_STOP_ORPHANS = pytest.mark.xfail(strict=True, reason="a timeout (or cancel) over SSH leaves the code running")
+
+
+@pytest.mark.parametrize("executor", ["slurm", pytest.param("ssh", marks=SSH_STOP_ORPHANS)])
+def test_a_timeout_stops_the_code_on_the_cluster(
+    kernel: Kernel, server: JupyterServer, cluster: dict[str, str], shared: Path, executor: str
+) -> None:
+    """timeout=2 on a cell that would write a marker after 4 s: the task fails saying so, the marker never appears
+    (looked for 2 s past when it would have been written), and on Slurm the job leaves squeue."""
+    marker, name = shared / f"timeout-{executor}", f"overdue-{executor}"
+    out = kernel.run(
+        f"%%remote executor={executor} name={name} cache=false timeout=2\nimport time\n"
+        f"time.sleep(4)\nopen({str(marker)!r}, 'w').write('the code ran on')\nlate = 1\n"
+    )
+    stopped = time.monotonic()
+    assert not out.ok and "ran longer than timeout=2 s and was stopped" in out.traceback, out.traceback
+    task = server.json("GET", f"hetflow/api/tasks/{name}")["task"]
+    assert task["state"] == "failed" and task["error"]["type"] == "TimeoutError", task["error"]
+    if executor == "slurm":
+        wait_until(lambda: task["handle"]["job_id"] not in squeue(cluster), what="the job to leave squeue")
+    time.sleep(max(0.0, stopped + 4 - time.monotonic()))  # the code started ≥ 2 s before it was stopped
+    assert not marker.exists(), f"the {executor} task's code ran on after its timeout"
+
+
 def test_a_job_killed_by_slurm_fails_with_the_reason_and_is_retried(
     kernel: Kernel, server: JupyterServer, cluster
 ) -> None:
@@ -266,12 +294,23 @@ def own_server(tmp_path: Path, cluster: dict[str, str]) -> Iterator[tuple[Jupyte
         server.stop()
 
 
+def store_is_free(server: JupyterServer) -> bool:
+    """No process holds the engine's lock on the store (what a new engine must take to start)."""
+    with open(server.store / "engine.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        return True
+
+
 def run_through_an_engine_kill(server: JupyterServer, outside: Kernel, cell: str, started: Path) -> None:
     """The cell, with the engine SIGKILLed and started again once `started` exists (its code runs)."""
     running = outside.start(cell)
     wait_until(started.exists, what="the task to run")
     server.kill()
-    time.sleep(0.5)
+    wait_until(lambda: store_is_free(server), timeout=10, what="the killed engine's store lock to be released")
     server.start()
     outside.collect(*running, timeout=120).check()
 
