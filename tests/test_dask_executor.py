@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -129,10 +130,12 @@ def test_a_foreach_of_100_with_3_failures_is_packed_and_a_rerun_runs_only_the_3(
 
 
 def test_a_task_that_kills_its_worker_completes_on_its_retry(tmp_path: Path) -> None:
-    marker = tmp_path / "killed-once"
+    """The code notes the pid of each run and kills its worker on the first: it ran exactly twice, the first
+    worker is gone, and the result is the second run's, from a new worker process."""
+    runs = tmp_path / "runs"
     code = (
-        f"import os\nif not os.path.exists({str(marker)!r}):\n    open({str(marker)!r}, 'w').close()\n"
-        "    os.kill(os.getpid(), 9)\nsurvivor = os.getpid()\n"
+        f"import os\nopen({str(runs)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+        f"if len(open({str(runs)!r}).read().split()) == 1:\n    os.kill(os.getpid(), 9)\nsurvivor = os.getpid()\n"
     )
 
     async def scenario() -> None:
@@ -141,6 +144,11 @@ def test_a_task_that_kills_its_worker_completes_on_its_retry(tmp_path: Path) -> 
             assert task.state is State.COMPLETED and task.attempts == 2, task.error
             events = " ".join(event["message"] or "" for event in engine.history(task.id))
             assert "WorkerDied" in events, events
+            killed, survived = map(int, runs.read_text().split())  # exactly two runs
+            with pytest.raises(ProcessLookupError):
+                os.kill(killed, 0)
+            _, result = await engine.result(task.id)
+            assert outputs(result) == {"survivor": survived} and survived != killed
 
     run(scenario)
 
