@@ -104,12 +104,41 @@ def test_a_killed_worker_is_retried(kernel: Kernel, tmp_path: Path) -> None:
     assert task["state"] == "completed" and task["attempts"] == 2
 
 
-def test_cancel_stops_a_task_on_dask(kernel: Kernel) -> None:
-    kernel.run("%%remote wait=false name=dlong\nimport time\ntime.sleep(60)\ndlong = 1\n").check()
-    time.sleep(1.0)
-    assert "cancelled" in kernel.run("%remote cancel dlong").check().stdout
-    out = kernel.run("dlong")
-    assert not out.ok and "cancelled by the user" in out.traceback
+def wait_for_file(path: Path, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_cancel_stops_running_python_code_on_dask_and_frees_its_worker(kernel: Kernel, tmp_path: Path) -> None:
+    started, marker = tmp_path / "started", tmp_path / "ran-on"
+    kernel.run(
+        f"%%remote wait=false name=dspin\nimport time\nopen({str(started)!r}, 'w').close()\nend = time.time() + 8\n"
+        f"while time.time() < end:\n    pass\nopen({str(marker)!r}, 'w').close()\ndspin = 1\n"
+    ).check()
+    wait_for_file(started)
+    out = kernel.run("%remote cancel dspin").check()
+    assert "cancelled" in out.stdout and out.duration < 2.0, (out.stdout, out.duration)
+    failed = kernel.run("dspin")
+    assert not failed.ok and "cancelled by the user" in failed.traceback and "stops when" not in failed.traceback
+    quick = [kernel.run(f"%%remote name=dq{n}\ndq{n} = {n}\n").check().duration for n in range(3)]
+    assert max(quick) < 3.0, quick  # the worker's thread is free again, not held for 8 s
+    time.sleep(8.5)
+    assert not marker.exists(), "the cancelled task's code ran on"
+
+
+def test_timeout_stops_a_sleeping_task_on_dask_and_says_when(kernel: Kernel, tmp_path: Path) -> None:
+    starts, marker = tmp_path / "starts", tmp_path / "ran-on"
+    out = kernel.run(
+        f"%%remote timeout=1 retries=1 name=dnap\nimport time\nopen({str(starts)!r}, 'a').write('s\\n')\n"
+        f"time.sleep(5)\nopen({str(marker)!r}, 'a').write('x\\n')\ndnap = 1\n"
+    )
+    assert not out.ok and "ran longer than timeout=1 s and was stopped" in out.traceback, out.traceback
+    assert "inside a call that does not return to Python" in out.traceback, out.traceback  # a sleep: said, not hidden
+    time.sleep(5.5)  # past the end of the last attempt's sleep
+    assert starts.read_text().split() == ["s", "s"], "both attempts ran"
+    assert not marker.exists(), "a timed-out attempt's code ran on after its sleep"
 
 
 def closed_port() -> int:

@@ -24,6 +24,7 @@ import ast
 import base64
 import builtins
 import contextlib
+import ctypes
 import hashlib
 import io
 import json
@@ -984,6 +985,51 @@ def run_pod(directory: str) -> int:
 # ------------------------------------------------------------------------------------------- on Dask
 
 
+class TaskStopped(BaseException):
+    """Raised in the Dask worker thread of a task that was cancelled or ran out of time: a BaseException, so that
+    the cell's own `except Exception` does not swallow it."""
+
+
+def _stops(worker: Any) -> dict[str, Any]:
+    """What runs in which thread of this worker, and which (pack, task) pairs were stopped: kept on the worker
+    object, since this module travels by value and its own globals are not shared by the packs and stop_task."""
+    stops: dict[str, Any] = worker.__dict__.setdefault(
+        "hetflow_stops", {"lock": threading.Lock(), "running": {}, "stopped": set(), "exception": TaskStopped}
+    )
+    return stops
+
+
+def stop_task(key: str, task: str, dask_worker: Any = None) -> bool:
+    """On a Dask worker (Client.run): stop the task in the thread that runs it, or before it starts. Python code
+    stops at once; code inside a call that does not return to Python (a sleep, a C loop) stops when it returns.
+    Returns whether the task was running here."""
+    stops = _stops(dask_worker)
+    with stops["lock"]:
+        stops["stopped"].add((key, task))
+        thread = stops["running"].get((key, task))
+        if thread is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(stops["exception"]))
+    return thread is not None
+
+
+def _checkpoint() -> None:
+    """A call: a stop sent until now is raised here, inside the task's own handling, not in the next task's."""
+
+
+@contextlib.contextmanager
+def _stoppable(stops: dict[str, Any], key: str, task: str) -> Any:
+    with stops["lock"]:
+        if (key, task) in stops["stopped"]:
+            raise stops["exception"]()  # stopped before its turn in the pack
+        stops["running"][(key, task)] = threading.get_ident()
+    try:
+        yield
+    finally:
+        with stops["lock"]:
+            del stops["running"][(key, task)]
+        _checkpoint()
+
+
 def run_pack(jobs: list[dict[str, Any]], upstream: list[list[dict[str, Any]]], topic: str) -> list[dict]:
     """A pack of jobs as one Dask task, on a worker (this module travels by value: workers need only cloudpickle).
     An input kept on the cluster comes as the outcomes of its upstream pack (`upstream`, by the position a ref
@@ -995,6 +1041,7 @@ def run_pack(jobs: list[dict[str, Any]], upstream: list[list[dict[str, Any]]], t
     key = str(worker.get_current_task())  # on every event: a late one from an earlier attempt's pack is told apart
     results: dict[str, Any] = {}  # upstream results read once per pack
     outcomes = []
+    stops = _stops(worker)
     for n, job in enumerate(jobs):
         for ref in (each for refs in job["refs"].values() for each in refs.get("each", [refs])):
             if "pack" in ref:
@@ -1007,7 +1054,15 @@ def run_pack(jobs: list[dict[str, Any]], upstream: list[list[dict[str, Any]]], t
         def emit(stream: str, text: str, task: str = task) -> None:
             worker.log_event(topic, {"op": "log", "task": task, "key": key, "stream": stream, "text": text})
 
-        result, error = run_teed(job, emit, results)
+        try:
+            with _stoppable(stops, key, task):
+                result, error = run_teed(job, emit, results)
+        except stops["exception"]:
+            result, error = None, {"type": "TaskStopped", "message": "stopped on its Dask worker"}
+        if (key, task) in stops["stopped"]:  # the engine waits for this word before it says the task stopped
+            stops["stopped"].discard((key, task))
+            result, error = None, {"type": "TaskStopped", "message": "stopped on its Dask worker"}
+            worker.log_event(topic, {"op": "stopped", "task": task, "key": key})
         digest = hashlib.sha256(result).hexdigest() if result is not None else None
         size = len(result or b"")
         outcomes.append({"task": task, "error": error, "result": result, "hash": digest, "size": size, **where})

@@ -378,7 +378,8 @@ class Scheduler:
         message = "cancelled by the user"
         if live.state in (State.QUEUED, State.RUNNING):
             try:
-                await self.executors[live.executor].cancel(live.id)
+                note = await self.executors[live.executor].cancel(live.id)
+                message += f" ({note})" if note else ""
             except Exception as err:  # the task is cancelled for us all the same; say what may still run
                 message += f" (stopping it on {live.executor} failed: {err})"
         live.finished, live.error = time.time(), {"type": "Cancelled", "message": message}
@@ -422,13 +423,13 @@ class Scheduler:
         self._store_start(task)
         if task.state is not State.RUNNING:
             return
-        with contextlib.suppress(Exception):  # the task fails for its timeout all the same
-            await self.executors[task.executor].cancel(task.id)
-        self.finished(
-            task.id,
-            None,
-            {"type": "TimeoutError", "message": f"the task ran longer than timeout={task.timeout:g} s and was stopped"},
-        )
+        message = f"the task ran longer than timeout={task.timeout:g} s and was stopped"
+        try:
+            note = await self.executors[task.executor].cancel(task.id)
+            message += f" ({note})" if note else ""
+        except Exception as err:  # the task fails for its timeout all the same; say what may still run
+            message += f" (stopping it on {task.executor} failed: {err})"
+        self.finished(task.id, None, {"type": "TimeoutError", "message": message})
 
 
 _RESET = ("error", "finished", "started", "restarts", "attempts")

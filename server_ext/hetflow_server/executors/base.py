@@ -142,8 +142,9 @@ class Executor(HasTraits):
         """After an engine restart: follow a task that was running, and report as for `submit`."""
         self.reporter.lost(task_id, f"the {self.kind} executor cannot re-attach to running tasks")
 
-    async def cancel(self, task_id: str) -> None:
-        """Stop the task wherever it is (queued here or running); no report follows."""
+    async def cancel(self, task_id: str) -> str | None:
+        """Stop the task wherever it is (queued here or running); no report follows. Returns what the user must
+        know when its code could not be stopped for sure (None: it was)."""
         raise NotImplementedError
 
     async def fetch_results(self, kept: dict[str, str]) -> list[bytes]:

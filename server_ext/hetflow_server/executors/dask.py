@@ -61,8 +61,8 @@ def _by_value(function: Callable[..., Any]) -> bytes:
     return cloudpickle.dumps(function, protocol=5)
 
 
-RUN_PACK, WITHOUT_RESULTS, PICK_RESULTS = (
-    _ByValue(f) for f in (runner.run_pack, runner.without_results, runner.pick_results)
+RUN_PACK, WITHOUT_RESULTS, PICK_RESULTS, STOP_TASK = (
+    _ByValue(f) for f in (runner.run_pack, runner.without_results, runner.pick_results, runner.stop_task)
 )
 
 
@@ -93,6 +93,7 @@ class _Pack:
     future: Any
     tasks: list[str]
     open: set[str] = field(default_factory=set)  # tasks not reported yet
+    workers: dict[str, str] = field(default_factory=dict)  # task -> the worker it started on
     kept: set[str] = field(default_factory=set)  # results held on the cluster
 
 
@@ -104,6 +105,11 @@ class DaskExecutor(Executor):
     dashboard = Bool(False, help="Serve the LocalCluster's dashboard on 127.0.0.1 (a free port, see executors).")
     connect_timeout = Float(10.0, help="Seconds to reach the scheduler before the tasks fail.")
     pack = Int(0, help="Most tasks per Dask task; 0: spread a batch over twice the cluster's threads, at most 256.")
+    stop_grace = Float(
+        2.0,
+        help="Seconds a cancelled or timed-out task's worker has to confirm its code stopped before the user "
+        "is told it is still inside a call (a sleep, a C loop) and stops when that returns.",
+    )
 
     def __init__(self, name: str, reporter: Any, spool: Path, **settings: Any):
         super().__init__(name, reporter, spool, **settings)
@@ -120,6 +126,7 @@ class DaskExecutor(Executor):
         # back in the client's batched stream for its interval (10 ms), a loop's every iteration
         self._releasing: list[Any] = []
         self._release_timer: asyncio.TimerHandle | None = None
+        self._stopping: dict[tuple[str, str], asyncio.Future[None]] = {}  # (pack, task) -> its worker's word
 
     # --------------------------------------------------------------------------- connection
 
@@ -325,10 +332,16 @@ class DaskExecutor(Executor):
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
         message = event[1]
         task = str(message.get("task"))
+        if message["op"] == "stopped":
+            waiting = self._stopping.get((str(message.get("key")), task))
+            if waiting is not None and not waiting.done():
+                waiting.set_result(None)
+            return
         pack = self._packs.get(self._pack_of.get(task, ""))
         if pack is None or task not in pack.open or message.get("key") != pack.key:
             return
         if message["op"] == "started":
+            pack.workers[task] = message["worker"]
             handle = {"dask_key": pack.key, "pack": message["pack"], "worker": message["worker"]}
             self.reporter.started(task, handle)
         elif message["op"] == "log":
@@ -378,16 +391,34 @@ class DaskExecutor(Executor):
                 self._release_if_done(pack)
         return [found[task] for task in kept]
 
-    async def cancel(self, task_id: str) -> None:
-        """A pack of one is cancelled on the cluster; a task inside a larger pack runs there, its outcome ignored
-        (Dask cannot stop part of a task)."""
+    async def cancel(self, task_id: str) -> str | None:
+        """Stop the task in the worker thread that runs it (runner.stop_task), or before its turn in its pack; then
+        wait up to stop_grace for the worker's word that it stopped. A pack of one not started yet is also dropped
+        from the cluster's queue."""
         pack = self._packs.get(self._pack_of.get(task_id, ""))
-        if pack is None:
-            return
+        if pack is None or task_id not in pack.open or self._client is None:
+            return None
         pack.open.discard(task_id)
-        if len(pack.tasks) == 1 and self._client is not None:
-            await self._client.cancel(pack.future)
-        self._release_if_done(pack)
+        client, worker = self._client, pack.workers.get(task_id)
+        stopped = self._stopping[(pack.key, task_id)] = asyncio.get_running_loop().create_future()
+        try:
+            running = await client.run(STOP_TASK, pack.key, task_id, workers=[worker] if worker else None)
+            if not any(running.values()):
+                if len(pack.tasks) == 1:
+                    await client.cancel(pack.future)
+                return None  # not started: it will not
+            try:
+                await asyncio.wait_for(asyncio.shield(stopped), self.stop_grace)
+                return None
+            except asyncio.TimeoutError:
+                where = next(iter(address for address, yes in running.items() if yes))
+                return (
+                    f"its code is inside a call that does not return to Python on Dask worker {where}; it stops "
+                    "when that call returns, and nothing it does after is kept"
+                )
+        finally:
+            self._stopping.pop((pack.key, task_id), None)
+            self._release_if_done(pack)
 
     def describe(self) -> dict[str, Any]:
         client = self._client
