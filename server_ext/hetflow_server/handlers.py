@@ -20,7 +20,7 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web, websocket
 
 from .engine import Engine
-from .models import State, Task, TaskSpec
+from .models import MAX_COUNT, MAX_SECONDS, MIN_SECONDS, State, Task, TaskSpec
 from .protocol import TASK_MEDIA_TYPE, AccessError, NotFound, SpecError, StoreError, TransportError
 
 AUTH_RESOURCE = "hetflow"
@@ -115,9 +115,16 @@ def check_spec(spec: TaskSpec) -> None:
         "inputs": isinstance(spec.inputs, dict) and all(map(strings, [*spec.inputs, *spec.inputs.values()])),
         "outputs": isinstance(spec.outputs, list) and all(map(strings, spec.outputs)),
         "options": isinstance(spec.options, dict) and all(map(strings, [*spec.options, *spec.options.values()])),
-        "retries": isinstance(spec.retries, int) and not isinstance(spec.retries, bool) and spec.retries >= 0,
+        # the ranges `%%remote` options have (models.py): a retries=2**63 from the API was a 500 from SQLite
+        "retries": isinstance(spec.retries, int)
+        and not isinstance(spec.retries, bool)
+        and 0 <= spec.retries <= MAX_COUNT,
         "timeout": spec.timeout is None
-        or (isinstance(spec.timeout, (int, float)) and not isinstance(spec.timeout, bool) and spec.timeout > 0),
+        or (
+            isinstance(spec.timeout, (int, float))
+            and not isinstance(spec.timeout, bool)
+            and MIN_SECONDS <= spec.timeout <= MAX_SECONDS
+        ),
         "cache": isinstance(spec.cache, bool),
         "bring": isinstance(spec.bring, bool),
         "executor": spec.executor is None or strings(spec.executor),
@@ -133,19 +140,43 @@ def check_spec(spec: TaskSpec) -> None:
         raise SpecError(f"bad task spec: wrong type or value for {', '.join(bad)}")
 
 
-def _count(text: str, name: str) -> int:
+def check_credential(name: str, kind: Any, fields: Any) -> None:
+    """Before the store looks at them: a kind that is not a string was a 500 (a list cannot be looked up), and a
+    name of dots only reads as a path (`..`) wherever a name is shown or used."""
+    if not name.strip("."):
+        raise SpecError("a credential name is not made of dots only")
+    if not isinstance(kind, str):
+        raise SpecError("kind must be a string: one of the credential kinds")
+    if not isinstance(fields, dict):
+        raise SpecError("fields must be an object of strings")
+
+
+QUERY_MAX = 2**40  # an offset or limit in a query: beyond any log or history, within what SQLite and seek() take
+LOG_PAGE = 64 * 2**20  # the most one logs request reads: read(limit) allocates `limit` bytes before reading
+BODY_MAX = 2**20  # any request body but a submission's: credentials, answers (a 10 MB one was read and kept)
+
+
+def _count(text: str, name: str, most: int = QUERY_MAX) -> int:
+    """A count from a query argument; out of range is a 400 (a huge one was a 500 from SQLite, seek or read)."""
     value = int(text)
-    if value < 0:
-        raise SpecError(f"{name} must be 0 or more")
+    if not 0 <= value <= most:
+        raise SpecError(f"{name} must be between 0 and {most}")
     return value
 
 
 class HetflowHandler(_Access, APIHandler):
     auth_resource = AUTH_RESOURCE
+    max_body: int | None = BODY_MAX  # None: the route takes bodies of any size
 
     async def prepare(self) -> None:  # type: ignore[override]
         if not await self._prepare_kernel():
             await super().prepare()
+        self.check_body_size()
+
+    def check_body_size(self) -> None:
+        """A body larger than the route takes is a 413 (after authentication), before anything reads it."""
+        if self.max_body is not None and len(self.request.body or b"") > self.max_body:
+            raise web.HTTPError(413, f"the request body is larger than {self.max_body} bytes")
 
     def reply(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -171,6 +202,8 @@ class EngineHandler(HetflowHandler):
 
 
 class TasksHandler(HetflowHandler):
+    max_body = None  # a submission carries the cell's inputs
+
     @api("read")
     async def get(self) -> None:
         states = [State(s) for s in self.get_argument("state", "").split(",") if s] or None
@@ -234,7 +267,7 @@ class TaskLogsHandler(HetflowHandler):
     async def get(self, ref: str) -> None:
         offset = _count(self.get_argument("offset", "0"), "offset")
         limit = self.get_argument("limit", None)
-        data = self.engine.logs(ref, offset, None if limit is None else _count(limit, "limit"))
+        data = self.engine.logs(ref, offset, None if limit is None else _count(limit, "limit", LOG_PAGE))
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.set_header("X-Hetflow-Next-Offset", str(offset + len(data)))
         self.finish(data)
@@ -291,7 +324,9 @@ class CredentialHandler(HetflowHandler):
     @api("write")
     async def put(self, name: str) -> None:
         body = self.json_body()
-        self.reply({"credential": self.engine.credentials.put(name, body.get("kind", ""), body.get("fields", {}))})
+        kind, fields = body.get("kind", ""), body.get("fields", {})
+        check_credential(name, kind, fields)
+        self.reply({"credential": self.engine.credentials.put(name, kind, fields)})
 
     @api("write")
     async def delete(self, name: str) -> None:
