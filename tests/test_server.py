@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 from servers import JupyterServer
 
@@ -63,8 +65,9 @@ def test_two_notebooks_submitting_together_stay_separate(server: JupyterServer) 
         second.shutdown()
 
 
-def test_api_actions_cancel_rerun_and_retry(server: JupyterServer) -> None:
+def test_api_actions_cancel_rerun_and_retry(server: JupyterServer, tmp_path: Path) -> None:
     kernel = server.notebook_kernel("actions.ipynb")
+    runs = tmp_path / "quick-runs"
     try:
         msg_id, execution = kernel.start("%%remote name=slow cache=false\nimport time\ntime.sleep(30)\n")
         task = None
@@ -73,16 +76,24 @@ def test_api_actions_cancel_rerun_and_retry(server: JupyterServer) -> None:
             if tasks:
                 task = tasks[0]
                 break
-            __import__("time").sleep(0.1)
+            time.sleep(0.1)
         assert task is not None
         cancelled = server.json("POST", f"hetflow/api/tasks/{task['id']}/cancel")["task"]
         assert cancelled["state"] == "cancelled"
         out = kernel.collect(msg_id, execution)
         assert "cancelled" in out.traceback
-        kernel.run("%%remote name=quick\nquick = 1").check()
+        kernel.run(f"%%remote name=quick\nopen({str(runs)!r}, 'a').write('run\\n')\nquick = 1").check()
+        assert runs.read_text() == "run\n"
         quick = server.json("GET", "hetflow/api/tasks/quick")["task"]
         rerun = server.json("POST", f"hetflow/api/tasks/{quick['id']}/rerun")["task"]
-        assert rerun["id"] == quick["id"] and rerun["state"] in ("queued", "running", "completed")
+        assert rerun["id"] == quick["id"]
+        deadline = time.monotonic() + 30
+        while (again := server.json("GET", "hetflow/api/tasks/quick")["task"])["state"] != "completed" or not (
+            again["finished"] > quick["finished"]
+        ):
+            assert time.monotonic() < deadline, f"the rerun did not complete: {again['state']}"
+            time.sleep(0.05)
+        assert runs.read_text() == "run\nrun\n", "the rerun did not run the task's code again (exactly once)"
         status, _, body = server.request("POST", f"hetflow/api/tasks/{quick['id']}/retry")
         assert status == 400 and "only a failed or cancelled task" in json.loads(body)["message"]
         status, _, body = server.request("GET", "hetflow/api/tasks/nosuchtask")
