@@ -26,6 +26,8 @@ CELL_TIMEOUT = 120  # seconds per cell
 # seconds per notebook on the 2-core CI machine (measured there: quickstart 4.5 s, dask 5 s, vqe 4 s, slurm 8.5 s)
 TIMEOUTS = {"quickstart": 90, "dask": 120, "vqe": 120, "slurm": 180, "kubernetes": 120}
 NEEDS_CLUSTER = {"slurm"}
+# notebooks whose cells assert that the values they compute are right (a wrong value fails the notebook's run)
+CHECKS_ITS_VALUES = {"quickstart", "dask", "slurm"}
 # what examples/jupyter_server_config.py builds the slurm executor from
 CLUSTER_SETTINGS = (
     "HETFLOW_SSH_HOST",
@@ -68,6 +70,8 @@ def test_example_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.M
     for name in (*CLUSTER_SETTINGS, "SSH_AUTH_SOCK"):  # the developer's own do not leak into the examples
         monkeypatch.delenv(name, raising=False)
     notebook = nbformat.read(path, as_version=4)
+    if path.stem in CHECKS_ITS_VALUES:
+        assert any("\nassert " in f"\n{c.source}" for c in notebook.cells if c.cell_type == "code"), "no value checked"
     client = NotebookClient(
         notebook, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
