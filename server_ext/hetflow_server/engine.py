@@ -51,7 +51,7 @@ class Engine:
 
     async def start(self) -> None:
         """Own the store, start the executors, then take back what a previous engine left unfinished."""
-        store = Store(self.settings.store_path)
+        store = Store(self.settings.store_path, log_limit=self.settings.log_limit)
         store.acquire()
         self._store = store
         self._credentials = Credentials(store.root / "credentials.json")
@@ -237,9 +237,13 @@ class Engine:
         return task
 
     def tasks(
-        self, notebook: str | None = None, states: list[State] | None = None, limit: int | None = None
+        self,
+        notebook: str | None = None,
+        states: list[State] | None = None,
+        limit: int | None = None,
+        before: str | None = None,
     ) -> list[Task]:
-        return self.store.find_tasks(notebook=notebook, states=states, limit=limit)
+        return self.store.find_tasks(notebook=notebook, states=states, limit=limit, before=before)
 
     def history(self, ref: str) -> list[dict[str, Any]]:
         return self.store.events(self.find(ref).id)
@@ -309,12 +313,16 @@ class Engine:
         except FileNotFoundError:
             return b""
 
-    def graph(self, notebook: str | None = None) -> dict[str, Any]:
-        tasks = self.tasks(notebook=notebook)
+    def graph(self, notebook: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        """The newest `limit` tasks (all without one) and the dependencies among them; `more`: older ones exist."""
+        tasks = self.tasks(notebook=notebook, limit=None if limit is None else limit + 1)
+        more = limit is not None and len(tasks) > limit
+        tasks = tasks[:limit]
         ids = {t.id for t in tasks}
         return {
             "nodes": [t.to_json() for t in tasks],
             "edges": [{"source": dep, "target": t.id} for t in tasks for dep in t.deps if dep in ids],
+            "more": more,
         }
 
     def describe_executors(self) -> dict[str, dict[str, Any]]:

@@ -206,10 +206,19 @@ class TasksHandler(HetflowHandler):
 
     @api("read")
     async def get(self) -> None:
+        """Newest first, a page at a time: `next` (the last task's id, or null at the end) is the `before` of the
+        next page."""
         states = [State(s) for s in self.get_argument("state", "").split(",") if s] or None
-        limit = _count(self.get_argument("limit", "0"), "limit") or None
-        tasks = self.engine.tasks(notebook=self.get_argument("notebook", None), states=states, limit=limit)
-        self.reply({"tasks": [t.to_json() for t in tasks]})
+        limit = _page(self)
+        tasks = self.engine.tasks(
+            notebook=self.get_argument("notebook", None),
+            states=states,
+            limit=None if limit is None else limit + 1,  # one more: is there a next page
+            before=self.get_argument("before", None),
+        )
+        more = limit is not None and len(tasks) > limit
+        tasks = tasks[:limit]
+        self.reply({"tasks": [t.to_json() for t in tasks], "next": tasks[-1].id if more else None})
 
     @api("write")
     async def post(self) -> None:
@@ -285,7 +294,16 @@ class TaskResultHandler(HetflowHandler):
 class GraphHandler(HetflowHandler):
     @api("read")
     async def get(self) -> None:
-        self.reply(self.engine.graph(self.get_argument("notebook", None)))
+        self.reply(self.engine.graph(self.get_argument("notebook", None), _page(self)))
+
+
+TASK_PAGE = 1000  # the newest tasks a list or graph holds when the request names no limit (10,000: 9 MB, 0.6 s)
+
+
+def _page(handler: HetflowHandler) -> int | None:
+    """How many tasks a list or graph answers with: `limit`, TASK_PAGE without one, every task for limit=0."""
+    text = handler.get_argument("limit", None)
+    return TASK_PAGE if text is None else _count(text, "limit") or None
 
 
 class ExecutorsHandler(HetflowHandler):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_config_path, jupyter_data_dir
-from traitlets import Dict, Float, Unicode
+from traitlets import Dict, Float, Int, Unicode
 from traitlets.config import Config, Configurable
 from traitlets.config.loader import ConfigFileNotFound, JSONFileConfigLoader, PyFileConfigLoader
 
@@ -42,6 +42,13 @@ class Hetflow(Configurable):
         config=True,
         help="Seconds a question a remote system asks at login (an MFA one-time code) waits for its answer; sshd "
         "ends a login after its LoginGraceTime (120 s by default) anyway.",
+    )
+    log_limit = Int(
+        10 * 2**20,
+        min=0,
+        config=True,
+        help="Most bytes of a task's output kept in its log and streamed to the cell and the sidebar; past it the "
+        "log ends with a note saying it was truncated and how much was not kept. 0: no limit.",
     )
     retry_backoff = Float(1.0, config=True, help="Seconds before the first retry of a failed task; doubles each time.")
     retry_backoff_max = Float(60.0, config=True, help="Longest wait between two retries, in seconds.")

@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_cache ON tasks (cache_key, state);
 CREATE INDEX IF NOT EXISTS tasks_name ON tasks (name, created);
+CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created, id);
+CREATE INDEX IF NOT EXISTS tasks_notebook ON tasks (notebook, created, id);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     task_id TEXT NOT NULL,
@@ -43,6 +45,7 @@ CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL) W
 # and AUTOINCREMENT a third page (sqlite_sequence); the blobs and events tables avoid both, so that a task's
 # bookkeeping costs a tight loop fewer pages per commit. Stores made before keep their tables, which work the same.
 SMALL_BLOB = 64 * 1024
+LOG_LIMIT = 10 * 2**20  # c.Hetflow.log_limit's default
 
 
 def _sql_default(field: Field[Any]) -> str:
@@ -61,8 +64,9 @@ class StoreLocked(StoreError):
 class Store:
     """One engine's persistent state. Only the engine's own thread touches the database."""
 
-    def __init__(self, root: str | os.PathLike[str]):
+    def __init__(self, root: str | os.PathLike[str], log_limit: int = LOG_LIMIT):
         self.root = Path(root)
+        self.log_limit = log_limit  # most bytes kept of a task's log (tasklogs.py); 0: no limit
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.blob_dir = self.root / "blobs"
         self.log_dir = self.root / "logs"
@@ -231,7 +235,9 @@ class Store:
         notebook: str | None = None,
         states: list[State] | None = None,
         limit: int | None = None,
+        before: str | None = None,
     ) -> list[Task]:
+        """Newest first; `before` (a task id) starts after that task, as the next page of a list that ended there."""
         where, args = [], []
         for column, value in (("name", name), ("notebook", notebook)):
             if value is not None:
@@ -240,7 +246,11 @@ class Store:
         if states:
             where.append(f"state IN ({', '.join('?' for _ in states)})")
             args.extend(s.value for s in states)
-        sql = "SELECT * FROM tasks" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created DESC"
+        if before is not None:
+            where.append("(created, id) < (SELECT created, id FROM tasks WHERE id = ?)")
+            args.append(before)
+        sql = "SELECT * FROM tasks" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created DESC, id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [Task.from_row(dict(r)) for r in self.db.execute(sql, args)]

@@ -9,11 +9,18 @@ dies. Each outcome is appended to the worker's journal in the spool (`worker-PID
 file per task) before it is sent, so a restarted engine re-attaches to a still-running worker by its pid and picks
 the outcome up from there. Once a worker's outcomes are committed and it is idle, the engine empties its journal,
 then hands it its next pack.
+
+The engine notes each pack's task ids in `worker-PID.pack` before the worker gets them: a task's start is stored a
+moment after the worker began it (STARTED_GRACE), so an engine killed in between leaves it `queued` in the store
+while it runs. A restarted engine hands such a task to no new worker while the previous one may run it: it takes
+the outcome from that worker's journal, or, once the worker has ended without one (a worker left by its engine
+stops after the task it is running), runs it here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import collections
 import contextlib
 import os
@@ -35,6 +42,59 @@ from .base import Executor, Job, Reporter
 REATTACH_POLL = 0.2
 STALE_JOURNAL = 86400.0  # a dead worker's journal no task came back for is removed after this many seconds
 PACK = 64  # most jobs in one pipe message to one worker
+LARGE_FRAME = 1 << 20  # a log message larger than this is passed on as it arrives, never held whole
+_HEAD = 512  # bytes enough for a log message's op, task and stream
+
+
+def _log_head(data: bytes) -> tuple[str, str, int, int] | None:
+    """Of a runner's log message (the pickle, protocol 5, of {"op": "log", "task": ..., "stream": ..., "text": ...},
+    the text last), the task, the stream, and where the text's UTF-8 bytes start and how many there are; None for
+    anything else. A task that prints 100 MB at once sends it in one message: read so, the engine holds a piece."""
+    try:
+        at = 2 + 9 * (data[2:3] == b"\x95")  # PROTO 5, then maybe FRAME
+        if data[:2] != b"\x80\x05" or data[at : at + 3] != b"}\x94(":  # EMPTY_DICT MEMOIZE MARK
+            return None
+        at, strings = at + 3, list[str]()
+        while True:
+            op, size = data[at : at + 1], {b"\x8c": 1, b"X": 4, b"\x8d": 8}.get(data[at : at + 1], 0)
+            if not size:
+                return None
+            length, start = int.from_bytes(data[at + 1 : at + 1 + size], "little"), at + 1 + size
+            if len(strings) == 7:
+                if strings[::2] != ["op", "task", "stream", "text"] or strings[1] != "log" or op == b"\x8c":
+                    return None
+                return strings[3], strings[5], start, length
+            if start + length > len(data):
+                return None
+            strings.append(data[start : start + length].decode())
+            at = start + length + (data[start + length : start + length + 1] == b"\x94")  # MEMOIZE
+    except (IndexError, UnicodeDecodeError):
+        return None
+
+
+class _LogText:
+    """A large log message's text, handed on piece by piece as the pipe brings it."""
+
+    def __init__(self, on_message: Callable[[dict[str, Any]], None], task: str, stream: str, left: int, tail: int):
+        self._on_message, self._task, self._stream = on_message, task, stream
+        self._left, self._tail = left, tail  # text bytes to come, then the pickle's last opcodes to skip
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    @property
+    def done(self) -> bool:
+        return not self._left and not self._tail
+
+    def feed(self, data: bytes) -> bytes:
+        """Takes what belongs to the message; returns what follows it."""
+        if self._left:
+            part, data = data[: self._left], data[self._left :]
+            self._left -= len(part)
+            text = self._decoder.decode(part, final=not self._left)
+            if text:
+                self._on_message({"op": "log", "task": self._task, "stream": self._stream, "text": text})
+        skip = min(self._tail, len(data))
+        self._tail -= skip
+        return data[skip:]
 
 
 class _Frames(asyncio.Protocol):
@@ -49,17 +109,37 @@ class _Frames(asyncio.Protocol):
     ):
         self._buffer = bytearray()
         self._on_message, self._on_eof, self._reporter, self._stored = on_message, on_eof, reporter, stored
+        self._text: _LogText | None = None  # a large log message being passed on
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
         with self._reporter.batch():  # what one read brings (many small tasks' reports) is stored at once
-            self._messages()
+            self._feed(data)
         self._stored()  # committed: only now may a freed worker's journal be emptied and the worker get more
+
+    def _feed(self, data: bytes) -> None:
+        if self._text is not None:
+            data = self._text.feed(data)
+            if not self._text.done:
+                return
+            self._text = None
+        self._buffer += data
+        self._messages()
 
     def _messages(self) -> None:
         while len(self._buffer) >= HEADER.size:
             size = HEADER.unpack_from(self._buffer)[0]
             end = HEADER.size + size
+            if size > LARGE_FRAME:
+                head = _log_head(bytes(self._buffer[HEADER.size : HEADER.size + _HEAD]))
+                if head is not None:
+                    task, stream, start, length = head
+                    rest = bytes(self._buffer[HEADER.size + start :])
+                    self._buffer.clear()
+                    self._text = _LogText(self._on_message, task, stream, length, size - start - length)
+                    self._feed(rest)
+                    return
+                if len(self._buffer) < HEADER.size + _HEAD:
+                    return  # its head is not all here: wait for it
             if len(self._buffer) < end:
                 return
             message = pickle.loads(self._buffer[HEADER.size : end])
@@ -78,13 +158,22 @@ def _is_worker(pid: int) -> bool:
     return b"hetflow_server.runner" in cmdline
 
 
+def frames_of(journal: Path) -> list[dict[str, Any]]:
+    """The records in a worker's journal (none when it has none)."""
+    try:
+        return frames(journal.read_bytes())
+    except OSError:
+        return []
+
+
 def _journaled(journal: Path, task_id: str) -> dict[str, Any] | None:
     """The task's done record in a worker's journal, if the worker got that far."""
-    try:
-        records = frames(journal.read_bytes())
-    except OSError:
-        return None
-    return next((said for said in records if said.get("task") == task_id), None)
+    return next((said for said in frames_of(journal) if said.get("task") == task_id), None)
+
+
+def _pack_path(journal: Path) -> Path:
+    """Where the engine notes the ids of the tasks it handed to the worker that keeps this journal."""
+    return journal.with_suffix(".pack")
 
 
 def _kill_group(pid: int) -> None:
@@ -102,6 +191,8 @@ class _Worker:
         self.task_id: str | None = None  # the task running now
         self.pack: list[Job] = []  # the jobs handed to it that have not ended
         self._commands: asyncio.WriteTransport | None = None
+        self._handed: int | None = None  # worker-PID.pack: the ids of `pack`, noted before it goes down the pipe
+        self._noted: list[str] = []
 
     async def spawn(self) -> None:
         cmd_r, cmd_w = os.pipe()
@@ -116,6 +207,8 @@ class _Worker:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        handed = _pack_path(self.executor.journal(self.proc.pid))
+        self._handed = os.open(handed, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.close(cmd_r)
         os.close(evt_w)
         loop = asyncio.get_running_loop()
@@ -132,16 +225,28 @@ class _Worker:
     def _stored(self) -> None:
         """What the worker reported is committed: once it is idle its journal holds nothing the store lacks (and
         errors the store keeps masked), so it is emptied before the worker gets its next pack."""
-        if self.free and self.proc is not None:
+        if self.proc is not None:
             with contextlib.suppress(OSError):
-                os.truncate(self.executor.journal(self.proc.pid), 0)
+                if self.free:
+                    os.truncate(self.executor.journal(self.proc.pid), 0)
+                self._note()  # what ended is stored as ended: no next engine waits for its word
         self.executor.dispatch()
+
+    def _note(self) -> None:
+        """worker-PID.pack holds the ids of the jobs handed to the worker whose end is not stored."""
+        ids = [job.task_id for job in self.pack]
+        if ids != self._noted and self._handed is not None:
+            data = "".join(f"{task_id}\n" for task_id in ids).encode()
+            os.pwrite(self._handed, data, 0)
+            os.ftruncate(self._handed, len(data))
+            self._noted = ids
 
     def run(self, jobs: list[Job]) -> None:
         self.pack = jobs
         # jobs of one foreach share their payload object: pickle writes it once per pack
         data = pickled({"jobs": [envelope(job) for job in jobs]})
         assert self._commands is not None
+        self._note()  # before the worker can begin them
         self._commands.write(HEADER.pack(len(data)) + data)
 
     def kill(self) -> list[Job]:
@@ -153,7 +258,13 @@ class _Worker:
             _kill_group(self.proc.pid)
         if self._commands:
             self._commands.close()
+        self.close_handed()
         return waiting
+
+    def close_handed(self) -> None:
+        if self._handed is not None:
+            os.close(self._handed)
+            self._handed = None
 
     def _on_message(self, message: dict[str, Any]) -> None:
         op = message["op"]
@@ -189,9 +300,16 @@ class LocalExecutor(Executor):
         self._closing = False
         self._background: set[asyncio.Task[None]] = set()
         self._orphans: dict[str, int] = {}  # task id -> pid of a worker left by a previous engine
+        # what workers of a previous engine were handed (pid -> task ids, in order) and said (pid -> task id -> done
+        # record, once the worker has ended: kept here, its journal may be gone or its pid reused)
+        self._handed: dict[int, list[str]] = {}
+        self._handed_to: dict[str, int] = {}  # task id -> pid, until the task is handed to this engine
+        self._said: dict[int, dict[str, dict[str, Any]]] = {}
+        self._waiting: dict[str, Job] = {}  # recovered queued jobs waiting for the word of the worker handed them
 
     async def start(self) -> None:
         self._sweep()
+        self._read_handed()
         for _ in range(max(1, self.workers)):
             await self._add_worker()
 
@@ -206,6 +324,21 @@ class LocalExecutor(Executor):
             with contextlib.suppress(OSError, ValueError):
                 if now - journal.stat().st_mtime > STALE_JOURNAL and not _is_worker(int(journal.stem.split("-")[1])):
                     journal.unlink()
+                    _pack_path(journal).unlink(missing_ok=True)
+
+    def _read_handed(self) -> None:
+        """What workers of a previous engine were handed; of those that have ended, what they said (read before
+        a new worker that gets the same pid empties its journal)."""
+        for handed in self.spool.glob("worker-*.pack"):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(handed.stem.split("-")[1])
+                self._handed[pid] = handed.read_text().split()
+                self._handed_to.update((task_id, pid) for task_id in self._handed[pid])
+                if not _is_worker(pid):
+                    self._said[pid] = self._last_words(pid)
+
+    def _last_words(self, pid: int) -> dict[str, dict[str, Any]]:
+        return {said["task"]: said for said in frames_of(self.journal(pid)) if "task" in said}
 
     async def _add_worker(self) -> None:
         worker = _Worker(self)
@@ -218,7 +351,13 @@ class LocalExecutor(Executor):
         work.add_done_callback(self._background.discard)
 
     async def submit(self, jobs: list[Job]) -> None:
-        self._queue.extend(jobs)
+        for job in jobs:
+            pid = self._handed_to.pop(job.task_id, None)  # the previous engine's worker this task was handed to
+            if pid is None:
+                self._queue.append(job)
+            else:  # a recovered task that the previous engine's worker may be running: hear from it first
+                self._waiting[job.task_id], self._orphans[job.task_id] = job, pid
+                self._in_background(self._follow(job.task_id, pid))
         self.dispatch()
 
     def dispatch(self) -> None:
@@ -240,6 +379,11 @@ class LocalExecutor(Executor):
             Path(paths.result).unlink(missing_ok=True)
 
     async def cancel(self, task_id: str) -> None:
+        if self._waiting.pop(task_id, None) is not None:
+            previous = self._orphans.pop(task_id)
+            if self._running(previous) == task_id:  # it runs there (its start was not stored): stop it
+                _kill_group(previous)
+            return
         for job in self._queue:
             if job.task_id == task_id:
                 self._queue.remove(job)
@@ -255,12 +399,12 @@ class LocalExecutor(Executor):
     async def reattach(self, task_id: str, handle: dict[str, Any]) -> None:
         """Follow a task a previous engine started: its worker still runs it, or left its outcome behind."""
         pid = int(handle.get("pid") or 0)
+        self._handed_to.pop(task_id, None)
         self._orphans[task_id] = pid
         self._in_background(self._follow(task_id, pid))
 
     async def _follow(self, task_id: str, pid: int) -> None:
         log, offset = self.spool / f"{task_id}.log", 0
-        journal = self.journal(pid)
         while task_id in self._orphans:
             if log.exists():
                 with open(log, "rb") as fh:
@@ -269,19 +413,50 @@ class LocalExecutor(Executor):
                 offset += len(text)
                 if text:
                     self.reporter.log(task_id, "stdout", text.decode("utf-8", errors="replace"))
-            alive = bool(pid) and _is_worker(pid)  # looked at before the journal: a worker's last word is in it
-            said = _journaled(journal, task_id)
+            alive = self._alive(pid)  # looked at before the journal: a worker's last word is in it
+            said = self._journaled(pid, task_id, alive)
+            if said is None and alive and task_id in self._waiting and self._running(pid) == task_id:
+                self.reporter.started(task_id, {"pid": pid})  # it runs there: say so (and store its handle)
             if said is not None or not alive:
                 del self._orphans[task_id]
+                job = self._waiting.pop(task_id, None)
                 if said is not None:
                     self.finish(said)
                     log.unlink(missing_ok=True)  # written only while no engine listened
+                elif job is not None:  # handed to that worker, which ended before it began the task: it runs here
+                    self._queue.append(job)
+                    self.dispatch()
                 else:
                     self.reporter.lost(task_id, f"its worker process (pid {pid}) ended with the previous engine")
-                if not alive and pid not in self._orphans.values():
-                    journal.unlink(missing_ok=True)  # every task it ran has come back
+                if not alive and pid not in self._orphans.values() and pid not in self._handed_to.values():
+                    self.journal(pid).unlink(missing_ok=True)  # every task it ran has come back
+                    _pack_path(self.journal(pid)).unlink(missing_ok=True)
                 return
             await asyncio.sleep(REATTACH_POLL)
+
+    def _alive(self, pid: int) -> bool:
+        """A previous engine's worker still runs (a pid one of this engine's workers got since is not it)."""
+        return (
+            bool(pid)
+            and pid not in self._said
+            and _is_worker(pid)
+            and all(w.proc is None or w.proc.pid != pid for w in self._pool)
+        )
+
+    def _journaled(self, pid: int, task_id: str, alive: bool) -> dict[str, Any] | None:
+        """The task's done record from a previous engine's worker, if the worker got that far; once the worker
+        has ended, what its journal holds is kept in memory (its followers may remove the file)."""
+        if not alive and pid not in self._said:
+            self._said[pid] = self._last_words(pid)
+        if pid in self._said:
+            return self._said[pid].get(task_id)
+        return _journaled(self.journal(pid), task_id)
+
+    def _running(self, pid: int) -> str | None:
+        """The task a previous engine's live worker runs: the first it was handed that has no outcome yet (once no
+        engine listens, it runs no other)."""
+        said = {record.get("task") for record in frames_of(self.journal(pid))}
+        return next((task_id for task_id in self._handed.get(pid, []) if task_id not in said), None)
 
     def worker_exited(self, worker: _Worker) -> None:
         """A worker's pipe closed: reap it, fail what it was running, and start a replacement."""
@@ -295,6 +470,7 @@ class LocalExecutor(Executor):
         if proc is not None:
             asyncio.get_running_loop().run_in_executor(None, proc.wait)
             self.journal(proc.pid).unlink(missing_ok=True)  # all it sent was stored
+            _pack_path(self.journal(proc.pid)).unlink(missing_ok=True)
         if task_id is not None:
             code = proc.poll() if proc else None
             ended = f"the worker process (pid {proc.pid if proc else '?'}) ended while running the task"
@@ -325,8 +501,11 @@ class LocalExecutor(Executor):
                 worker.kill()
                 if worker.proc is not None:  # idle: every outcome it journaled is stored
                     self.journal(worker.proc.pid).unlink(missing_ok=True)
-            elif worker._commands:
-                worker._commands.close()
+                    _pack_path(self.journal(worker.proc.pid)).unlink(missing_ok=True)
+            else:  # its pack's ids stay noted for the next engine
+                if worker._commands:
+                    worker._commands.close()
+                worker.close_handed()
         for worker in self._pool:
             if worker.proc is not None and not worker.pack:
                 worker.proc.wait(timeout=5)
