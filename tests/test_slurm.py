@@ -176,13 +176,7 @@ def test_cancel_from_the_kernel_leaves_no_job_in_squeue(kernel: Kernel, server: 
         time.sleep(0.2)
 
 
-# the SSH executor stops a pack's runner with SIGTERM to the runner's process group (SSHExecutor.stop_command), but
-# the runner forks each task into a process group of its own (runner._start) and dies before it sees the task's
-# cancel file: the task's process is left running (issue 20, item 7)
-SSH_STOP_ORPHANS = pytest.mark.xfail(strict=True, reason="a timeout (or cancel) over SSH leaves the code running")
-
-
-@pytest.mark.parametrize("executor", ["slurm", pytest.param("ssh", marks=SSH_STOP_ORPHANS)])
+@pytest.mark.parametrize("executor", ["slurm", "ssh"])
 def test_a_timeout_stops_the_code_on_the_cluster(
     kernel: Kernel, server: JupyterServer, cluster: dict[str, str], shared: Path, executor: str
 ) -> None:

@@ -624,6 +624,7 @@ def run_queue(pack: str, limit: float = 0.0, most: int = 0, keep_alive: float = 
     exits: dict[int, int] = {}  # pid -> a descriptor readable once it exited (Linux pidfd), to wake at once
     passed: set[str] = set()  # queue entries whose timeouts do not fit here
     idle_since = started
+    signal.signal(signal.SIGTERM, lambda signum, _: _stop_pack(running, signum))
     while True:
         for pid, directory in list(running.items()):
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -654,6 +655,15 @@ def run_queue(pack: str, limit: float = 0.0, most: int = 0, keep_alive: float = 
                 os.rename(os.path.join(pack, "queue"), os.path.join(pack, "queue.closed"))
             continue  # what arrived before the close still runs
         _wait(list(exits.values()), PACK_TICK)
+
+
+def _stop_pack(running: dict[int, str], signum: int) -> None:
+    """SIGTERM (the SSH executor's stop, scancel): the tasks' own process groups first, which a signal to the
+    pack's group does not reach, then the pack."""
+    for pid in list(running):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    raise SystemExit(128 + signum)
 
 
 def _wait(exits: list[int], tick: float) -> None:
