@@ -27,6 +27,13 @@ export interface TaskFilter {
   notebook?: string | null;
   states?: TaskState[];
   limit?: number;
+  before?: string | null; // a page's `next`: the tasks older than that one
+}
+
+/** Newest first; `next` is the `before` of the following page, null when there are no older tasks. */
+export interface TaskPage {
+  tasks: Task[];
+  next: string | null;
 }
 
 export class HetflowAPI {
@@ -57,7 +64,7 @@ export class HetflowAPI {
     return (text ? JSON.parse(text) : undefined) as T;
   }
 
-  async tasks(filter: TaskFilter = {}): Promise<Task[]> {
+  async tasks(filter: TaskFilter = {}): Promise<TaskPage> {
     const query = new URLSearchParams();
     if (filter.notebook) {
       query.set('notebook', filter.notebook);
@@ -68,8 +75,11 @@ export class HetflowAPI {
     if (filter.limit) {
       query.set('limit', String(filter.limit));
     }
+    if (filter.before) {
+      query.set('before', filter.before);
+    }
     const suffix = query.toString() ? `?${query}` : '';
-    return (await this.json<{ tasks: Task[] }>(`tasks${suffix}`)).tasks;
+    return this.json<TaskPage>(`tasks${suffix}`);
   }
 
   task(ref: string): Promise<{ task: Task; events: HistoryRow[] }> {

@@ -95,7 +95,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const api = new HetflowAPI();
     const model = new WorkflowModel();
     const connection = new Signal<WorkflowModel, boolean>(model);
-    const catchUp = () => api.tasks().then(tasks => model.load(tasks), console.warn);
+    const catchUp = () => api.tasks().then(page => model.load(page), console.warn);
     const questions = new LoginQuestions(api);
     const stream = new EventStream(api, {
       onEvent: event => (event.type === 'prompt' ? questions.handle(event) : model.apply(event)),

@@ -3,6 +3,7 @@
 
 import { Signal } from '@lumino/signaling';
 
+import type { TaskPage } from './api';
 import type { LogEvent, Task, TaskState, TaskStateEvent } from './types';
 
 export interface ViewFilter {
@@ -27,6 +28,7 @@ export class WorkflowModel {
   readonly selectionChanged = new Signal<WorkflowModel, string | null>(this);
   private readonly tasks = new Map<string, Task>();
   private chosen: string | null = null;
+  private olderFrom: string | null = null;
 
   get size(): number {
     return this.tasks.size;
@@ -52,15 +54,33 @@ export class WorkflowModel {
     }
   }
 
-  /** Replace everything (first load, or catching up after the socket was down). */
-  load(tasks: Task[]): void {
+  /** Where the older tasks, not loaded, begin (the `before` of the page that holds them); null: all are loaded. */
+  get older(): string | null {
+    return this.olderFrom;
+  }
+
+  /** Replace everything with the newest page (first load, or catching up after the socket was down). */
+  load(page: TaskPage): void {
     const before = new Set(this.tasks.keys());
     this.tasks.clear();
-    for (const task of tasks) {
-      this.tasks.set(task.id, task);
+    this.add(page);
+    const structure = before.size !== this.tasks.size || page.tasks.some(t => !before.has(t.id));
+    this.changed.emit({ structure, tasks: page.tasks.map(t => t.id) });
+  }
+
+  /** Add the page that `older` pointed at. */
+  loadOlder(page: TaskPage): void {
+    this.add(page);
+    this.changed.emit({ structure: true, tasks: page.tasks.map(t => t.id) });
+  }
+
+  private add(page: TaskPage): void {
+    for (const task of page.tasks) {
+      if (!this.tasks.has(task.id)) {
+        this.tasks.set(task.id, task);
+      }
     }
-    const structure = before.size !== this.tasks.size || tasks.some(t => !before.has(t.id));
-    this.changed.emit({ structure, tasks: tasks.map(t => t.id) });
+    this.olderFrom = page.next;
   }
 
   apply(event: TaskStateEvent | LogEvent): void {

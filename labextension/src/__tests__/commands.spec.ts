@@ -34,7 +34,7 @@ describe('the task commands', () => {
     model = new WorkflowModel();
     act = jest.fn(async (id: string, action: TaskAction) => task(id, after[action]));
     addTaskCommands(commands, { act } as unknown as HetflowAPI, model);
-    model.load([task('t1', 'running'), task('t2', 'failed')]);
+    model.load({ tasks: [task('t1', 'running'), task('t2', 'failed')], next: null });
   });
 
   const enabled = (args = {}) => TASK_ACTIONS.filter(a => commands.isEnabled(ACTIONS[a].command, args));

@@ -17,11 +17,14 @@ describe('WorkflowModel', () => {
 
   it('filters by notebook and state and keeps only edges between shown tasks', () => {
     const model = new WorkflowModel();
-    model.load([
-      task('t1', 'completed'),
-      task('t2', 'failed', { deps: ['t1'] }),
-      task('t3', 'running', { notebook: 'b.ipynb', deps: ['t1'] })
-    ]);
+    model.load({
+      tasks: [
+        task('t1', 'completed'),
+        task('t2', 'failed', { deps: ['t1'] }),
+        task('t3', 'running', { notebook: 'b.ipynb', deps: ['t1'] })
+      ],
+      next: null
+    });
     const all = model.view({ notebook: null, states: new Set() });
     expect(all.tasks.map(t => t.id)).toEqual(['t1', 't2', 't3']);
     expect(all.edges).toEqual([
@@ -34,6 +37,21 @@ describe('WorkflowModel', () => {
     expect(failed.tasks.map(t => t.id)).toEqual(['t2']);
     expect(failed.edges).toEqual([]);
     expect(model.notebooks()).toEqual(['a.ipynb', 'b.ipynb']);
+  });
+
+  it('holds the newest page and adds older pages without undoing newer news', () => {
+    const model = new WorkflowModel();
+    model.load({ tasks: [task('t3', 'running'), task('t2', 'completed')], next: 't2' });
+    expect(model.older).toBe('t2');
+    model.apply({ type: 'task', task: 't3', state: 'completed', message: null, data: task('t3', 'completed') });
+    // the older page was read before t3 completed: what the socket said since stands
+    model.loadOlder({ tasks: [task('t3', 'running'), task('t1', 'failed')], next: null });
+    expect(model.older).toBeNull();
+    expect(model.view({ notebook: null, states: new Set() }).tasks.map(t => `${t.id}:${t.state}`)).toEqual([
+      't1:failed',
+      't2:completed',
+      't3:completed'
+    ]);
   });
 
   it('passes log lines on without storing them', () => {
@@ -55,7 +73,7 @@ describe('WorkflowModel selection', () => {
     model.select('t1');
     expect(model.selected).toBe('t1');
     expect(model.selectedTask).toBeUndefined();
-    model.load([task('t1', 'running')]);
+    model.load({ tasks: [task('t1', 'running')], next: null });
     expect(model.selectedTask?.state).toBe('running');
     model.select(null);
     expect(seen).toEqual(['t1', null]);

@@ -88,6 +88,7 @@ export function Sidebar(props: SidebarProps): JSX.Element {
             <span className="hetflow-muted" data-testid="hetflow-count">
               {view.tasks.length} task{view.tasks.length === 1 ? '' : 's'}
             </span>
+            {model.older ? <LoadOlder api={api} model={model} onError={setError} /> : null}
           </div>
           <Graph view={view} selected={model.selected} onSelect={id => model.select(id)} />
           {task ? <TaskDetails api={api} model={model} commands={props.commands} task={task} onGoToCell={props.goToCell} /> : null}
@@ -96,5 +97,23 @@ export function Sidebar(props: SidebarProps): JSX.Element {
       {tab === 'executors' ? <Executors api={api} onError={setError} onNote={setError} /> : null}
       {tab === 'credentials' ? <Credentials api={api} onError={setError} /> : null}
     </div>
+  );
+}
+
+/** The server answers with the newest tasks only (a page): older ones come a page at a time, when asked for. */
+function LoadOlder(props: { api: HetflowAPI; model: WorkflowModel; onError: (text: string) => void }): JSX.Element {
+  const [busy, setBusy] = useState(false);
+  const load = () => {
+    setBusy(true);
+    props.api
+      .tasks({ before: props.model.older })
+      .then(page => props.model.loadOlder(page))
+      .catch((error: Error) => props.onError(`could not load older tasks: ${error.message}`))
+      .finally(() => setBusy(false));
+  };
+  return (
+    <button className="jp-Button jp-mod-styled" disabled={busy} onClick={load} title="the sidebar holds the newest tasks; load the page before them">
+      load older
+    </button>
   );
 }
