@@ -9,6 +9,7 @@ import { TASK_STATES, type Task, type TaskState } from '../types';
 import { Credentials } from './Credentials';
 import { Executors } from './Executors';
 import { Graph } from './Graph';
+import { LoadOlder } from './LoadOlder';
 import { TaskDetails } from './TaskDetails';
 
 export interface SidebarProps {
@@ -97,23 +98,5 @@ export function Sidebar(props: SidebarProps): JSX.Element {
       {tab === 'executors' ? <Executors api={api} onError={setError} onNote={setError} /> : null}
       {tab === 'credentials' ? <Credentials api={api} onError={setError} /> : null}
     </div>
-  );
-}
-
-/** The server answers with the newest tasks only (a page): older ones come a page at a time, when asked for. */
-function LoadOlder(props: { api: HetflowAPI; model: WorkflowModel; onError: (text: string) => void }): JSX.Element {
-  const [busy, setBusy] = useState(false);
-  const load = () => {
-    setBusy(true);
-    props.api
-      .tasks({ before: props.model.older })
-      .then(page => props.model.loadOlder(page))
-      .catch((error: Error) => props.onError(`could not load older tasks: ${error.message}`))
-      .finally(() => setBusy(false));
-  };
-  return (
-    <button className="jp-Button jp-mod-styled" disabled={busy} onClick={load} title="the sidebar holds the newest tasks; load the page before them">
-      load older
-    </button>
   );
 }
