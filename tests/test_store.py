@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 
 import pytest
 
 from hetflow_server.models import State, Task
 from hetflow_server.protocol import StoreError
-from hetflow_server.store import SMALL_BLOB, Store, StoreLocked
+from hetflow_server.store import SMALL_BLOB, Store, StoreLocked, StoreUnsafe
 
 
 def test_a_blob_that_no_longer_matches_its_hash_is_refused(tmp_path) -> None:
@@ -56,3 +58,36 @@ def test_a_store_from_an_older_version_gains_new_columns_and_keeps_its_tasks(tmp
     task = Store(tmp_path).get_task("old1")
     assert isinstance(task, Task)
     assert task.state is State.COMPLETED and task.deps == [] and task.restarts == 0 and task.outputs == ["x"]
+
+
+def test_a_store_dir_that_was_there_is_made_private_with_its_files(tmp_path) -> None:
+    root = tmp_path / "scratch"
+    (root / "logs").mkdir(parents=True, mode=0o755)
+    (root / "hetflow.db").touch(mode=0o644)
+    (root / "hetflow.db-wal").touch(mode=0o644)
+    (root / "engine.lock").touch(mode=0o666)
+    root.chmod(0o755)
+    store = Store(root)
+    store.acquire()
+    store.put_blob(b"x" * (SMALL_BLOB + 1))
+    modes = {p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.iterdir()]}
+    assert modes == {
+        ".": 0o700,
+        "blobs": 0o700,
+        "logs": 0o700,
+        "hetflow.db": 0o600,
+        "hetflow.db-wal": 0o600,
+        "hetflow.db-shm": 0o600,
+        "engine.lock": 0o600,
+    }
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user needs root")
+def test_a_store_dir_of_another_user_is_refused_and_left_as_it_was(tmp_path) -> None:
+    root = tmp_path / "theirs"
+    root.mkdir()
+    root.chmod(0o775)
+    os.chown(root, 65534, 65534)
+    with pytest.raises(StoreUnsafe, match=r"theirs belongs to uid 65534, not to this user .*c\.Hetflow\.store_dir"):
+        Store(root)
+    assert list(root.iterdir()) == [] and stat.S_IMODE(root.stat().st_mode) == 0o775

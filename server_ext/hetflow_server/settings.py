@@ -35,7 +35,9 @@ class Hetflow(Configurable):
     store_dir = Unicode(
         "",
         config=True,
-        help="Where tasks, payloads, results and logs are kept (default: <jupyter data dir>/hetflow).",
+        help="Where tasks, payloads, results and logs are kept (default: <jupyter data dir>/hetflow). The engine "
+        "makes it and its files this user's alone (0700, 0600), also when it was there, and refuses one that "
+        "belongs to another user.",
     )
     prompt_timeout = Float(
         120.0,

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import MISSING, Field, fields
@@ -61,20 +62,43 @@ class StoreLocked(StoreError):
     """Another engine owns the store."""
 
 
+class StoreUnsafe(StoreError):
+    """The store's directory or files belong to another user, who could change what this engine reads and runs."""
+
+
+def _private(path: Path, is_dir: bool) -> None:
+    """Make `path` this user's alone (0700, 0600), whether it is new or was there: an existing store_dir (scratch,
+    a project directory) kept the mode it had, often 0755, and new files took the umask. Files must exist."""
+    if is_dir:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = path.stat()
+    if info.st_uid != os.geteuid():
+        raise StoreUnsafe(
+            f"the hetflow store's {path} belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()}): "
+            "they could change what this engine reads and runs. Give it a directory of its own: c.Hetflow.store_dir"
+        )
+    mode = 0o700 if is_dir else 0o600
+    if stat.S_IMODE(info.st_mode) != mode:
+        path.chmod(mode)
+
+
 class Store:
     """One engine's persistent state. Only the engine's own thread touches the database."""
 
     def __init__(self, root: str | os.PathLike[str], log_limit: int = LOG_LIMIT):
         self.root = Path(root)
         self.log_limit = log_limit  # most bytes kept of a task's log (tasklogs.py); 0: no limit
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.blob_dir = self.root / "blobs"
         self.log_dir = self.root / "logs"
-        self.blob_dir.mkdir(exist_ok=True, mode=0o700)
-        self.log_dir.mkdir(exist_ok=True, mode=0o700)
+        for directory in (self.root, self.blob_dir, self.log_dir):
+            _private(directory, is_dir=True)
         self._lock_file: Any = None
         self._shards: set[str] = set()  # blob subdirectories known to exist
-        self.db = sqlite3.connect(self.root / "hetflow.db", isolation_level=None, check_same_thread=False)
+        database = self.root / "hetflow.db"
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))  # SQLite gives its -wal and -shm this mode
+        for path in (database, *self.root.glob("hetflow.db-*")):
+            _private(path, is_dir=False)
+        self.db = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -93,7 +117,10 @@ class Store:
 
     def acquire(self) -> None:
         """Take the store for this engine; a second live engine on the same store is refused."""
-        lock = open(self.root / "engine.lock", "a+")  # noqa: SIM115 - held for the engine's life
+        path = self.root / "engine.lock"
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        _private(path, is_dir=False)
+        lock = open(path, "a+")  # noqa: SIM115 - held for the engine's life
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
