@@ -6,13 +6,17 @@ import time
 from pathlib import Path
 
 from kernels import Kernel
+from workflows import escaping_child
 
 
-def test_timeout_fails_a_sleeping_task_in_about_a_second(kernel: Kernel) -> None:
-    out = kernel.run("%%remote timeout=1 name=sleepy\nimport time\ntime.sleep(10)\n")
+def test_timeout_fails_a_sleeping_task_in_about_a_second_and_stops_what_it_started(kernel: Kernel) -> None:
+    marker = kernel.root / "escaped-the-timeout.txt"
+    out = kernel.run(f"%%remote timeout=1 name=sleepy\n{escaping_child(marker, 2)}import time\ntime.sleep(10)\n")
     assert not out.ok
     assert "TimeoutError" in out.traceback and "timeout=1" in out.traceback
     assert 0.9 < out.duration < 3.0, out.duration
+    time.sleep(max(0.0, 2.5 - out.duration))
+    assert not marker.exists(), "a child the task started in its own session outlived the timeout"
     # the worker that was killed is replaced: the next task runs at once
     assert kernel.run("%%remote\nafter_timeout = 1").check().duration < 2.0
 
@@ -89,3 +93,19 @@ def test_log_file_of_a_task_lives_in_the_store(kernel: Kernel) -> None:
     kernel.run("%%remote name=logged\nprint('kept on disk')").check()
     logs = list(Path(kernel.store, "logs").glob("*.log"))
     assert any(p.read_text() == "kept on disk\n" for p in logs)
+
+
+def test_ten_one_second_tasks_submitted_one_by_one_spread_over_both_workers(kernel: Kernel) -> None:
+    """The first free worker took the whole queue as its pack: 9 of the 10 ran on one worker, in 9.1 s."""
+    pids = kernel.root / "balance-pids.txt"
+    started = time.monotonic()
+    cell = f"import os, time\nopen({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n')\ntime.sleep(1)\n"
+    kernel.run(  # one after the other, as fast as cells can be submitted
+        f"for i in range(10):\n    get_ipython().run_cell_magic('remote', f'wait=false cache=false name=even{{i}}',"
+        f" {cell!r} + f'even{{i}} = {{i}}')"
+    ).check()
+    assert kernel.run(f"sum([{', '.join(f'even{i}' for i in range(10))}])").check().result == "45"
+    elapsed = time.monotonic() - started
+    ran = pids.read_text().split()
+    assert sorted(ran.count(pid) for pid in set(ran)) == [5, 5], ran
+    assert elapsed <= 6.0, f"10 one-second tasks on 2 workers took {elapsed:.1f} s"

@@ -20,7 +20,7 @@ from cluster import STATE, link_bytes, services, ssh
 
 from kernels import Kernel
 from servers import JupyterServer, notebook_kernel_fixture
-from workflows import foreach_with_failing_elements, rerun_reruns_only_the_failed
+from workflows import escaping_child, foreach_with_failing_elements, rerun_reruns_only_the_failed
 
 TICKS = "import time\nfor i in range(4):\n    print('tick', i, flush=True)\n    time.sleep(0.5)\n"
 
@@ -180,11 +180,13 @@ def test_cancel_from_the_kernel_leaves_no_job_in_squeue(kernel: Kernel, server: 
 def test_a_timeout_stops_the_code_on_the_cluster(
     kernel: Kernel, server: JupyterServer, cluster: dict[str, str], shared: Path, executor: str
 ) -> None:
-    """timeout=2 on a cell that would write a marker after 4 s: the task fails saying so, the marker never appears
-    (looked for 2 s past when it would have been written), and on Slurm the job leaves squeue."""
+    """timeout=2 on a cell that would write a marker after 4 s, and starts a process in its own session that would
+    write another: the task fails saying so, neither marker appears (looked for 2 s past when they would have been
+    written), and on Slurm the job leaves squeue."""
     marker, name = shared / f"timeout-{executor}", f"overdue-{executor}"
+    escaped = shared / f"timeout-{executor}-child"
     out = kernel.run(
-        f"%%remote executor={executor} name={name} cache=false timeout=2\nimport time\n"
+        f"%%remote executor={executor} name={name} cache=false timeout=2\n{escaping_child(escaped, 4)}import time\n"
         f"time.sleep(4)\nopen({str(marker)!r}, 'w').write('the code ran on')\nlate = 1\n"
     )
     stopped = time.monotonic()
@@ -195,6 +197,7 @@ def test_a_timeout_stops_the_code_on_the_cluster(
         wait_until(lambda: task["handle"]["job_id"] not in squeue(cluster), what="the job to leave squeue")
     time.sleep(max(0.0, stopped + 4 - time.monotonic()))  # the code started ≥ 2 s before it was stopped
     assert not marker.exists(), f"the {executor} task's code ran on after its timeout"
+    assert not escaped.exists(), f"a child the {executor} task started in its own session outlived the timeout"
 
 
 def test_a_job_killed_by_slurm_fails_with_the_reason_and_is_retried(

@@ -13,6 +13,15 @@ def note(runs: Path, label: str) -> str:
     return f"open({str(runs)!r}, 'a').write({label!r} + '\\n')\n"
 
 
+def escaping_child(marker: Path, after: float) -> str:
+    """Code that starts a process in its own session (out of reach of a signal to the task's process group) that
+    writes `marker` after `after` seconds."""
+    return (
+        "import subprocess\n"
+        f"subprocess.Popen(['sh', '-c', 'sleep {after}; echo ran on > {marker}'], start_new_session=True)\n"
+    )
+
+
 def lines(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 

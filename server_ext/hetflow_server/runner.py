@@ -594,6 +594,41 @@ def _start(directory: str, element: str) -> int:
     return pid
 
 
+def _children() -> dict[int, list[int]]:
+    """Every process's children, by parent pid, from /proc (Linux); empty where there is no /proc."""
+    children: dict[int, list[int]] = {}
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    with open(f"/proc/{name}/stat", "rb") as fh:
+                        ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])  # the name, in parentheses, may hold ")"
+                    children.setdefault(ppid, []).append(int(name))
+    return children
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL `pid`, its process group and every process under it, whatever session or group each made for itself
+    (a `setsid` or start_new_session child escapes a signal to the group). Each round stops what it finds first,
+    so nothing forks out of reach meanwhile, and the whole tree goes at once: killed one by one, the children of a
+    dead parent would already belong to init. What left the tree on purpose (a daemon's double fork) is not found."""
+    stopped: list[int] = []
+    found = [pid]
+    while found:
+        for each in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(each, signal.SIGSTOP)
+        stopped += found
+        known, children, found = set(stopped), _children(), []
+        for parent in stopped:
+            found += [child for child in children.get(parent, []) if child not in known and child not in found]
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    for each in stopped:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(each, signal.SIGKILL)
+
+
 def _ended(directory: str, status: int) -> None:
     """A child that exited without leaving its outcome (killed, out of memory): its done file says how."""
     base = os.path.join(directory, "task")
@@ -634,8 +669,7 @@ def run_queue(pack: str, limit: float = 0.0, most: int = 0, keep_alive: float = 
                     os.close(exits.pop(pid))
                 _ended(directory, status)
             elif os.path.exists(os.path.join(directory, "task.cancel")):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
+                kill_tree(pid)
         entry = _claim(pack, deadline, passed) if len(running) < min(parallel, left) else None
         if entry is not None:
             if not os.path.exists(os.path.join(entry["dir"], "task.cancel")):
@@ -658,11 +692,10 @@ def run_queue(pack: str, limit: float = 0.0, most: int = 0, keep_alive: float = 
 
 
 def _stop_pack(running: dict[int, str], signum: int) -> None:
-    """SIGTERM (the SSH executor's stop, scancel): the tasks' own process groups first, which a signal to the
+    """SIGTERM (the SSH executor's stop, scancel): the tasks and what they started first, which a signal to the
     pack's group does not reach, then the pack."""
     for pid in list(running):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+        kill_tree(pid)
     raise SystemExit(128 + signum)
 
 

@@ -25,7 +25,6 @@ import collections
 import contextlib
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import time
@@ -35,13 +34,15 @@ from typing import Any, ClassVar
 
 from traitlets import Int
 
-from ..runner import frames, journal_path
+from ..runner import frames, journal_path, kill_tree
 from ..shipping import HEADER, JobPaths, envelope, pickled, spooled_outcome
 from .base import Executor, Job, Reporter
 
 REATTACH_POLL = 0.2
 STALE_JOURNAL = 86400.0  # a dead worker's journal no task came back for is removed after this many seconds
 PACK = 64  # most jobs in one pipe message to one worker
+PACK_SECONDS = 0.05  # a pack holds about this much work by the tasks' measured time: packing saves the pipe's
+# round trips, which only matter for short tasks, and a long task's pack would keep its queue from idle workers
 LARGE_FRAME = 1 << 20  # a log message larger than this is passed on as it arrives, never held whole
 _HEAD = 512  # bytes enough for a log message's op, task and stream
 
@@ -176,11 +177,6 @@ def _pack_path(journal: Path) -> Path:
     return journal.with_suffix(".pack")
 
 
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 class _Worker:
     """One warm process running `runner serve`."""
 
@@ -193,6 +189,7 @@ class _Worker:
         self._commands: asyncio.WriteTransport | None = None
         self._handed: int | None = None  # worker-PID.pack: the ids of `pack`, noted before it goes down the pipe
         self._noted: list[str] = []
+        self._since = 0.0  # when the running task started
 
     async def spawn(self) -> None:
         cmd_r, cmd_w = os.pipe()
@@ -255,7 +252,7 @@ class _Worker:
         self.task_id, self.pack = None, []
         self.ready = False
         if self.proc and self.proc.poll() is None:
-            _kill_group(self.proc.pid)
+            kill_tree(self.proc.pid)
         if self._commands:
             self._commands.close()
         self.close_handed()
@@ -273,6 +270,7 @@ class _Worker:
             self.ready = True
         elif op == "started":
             self.task_id = message["task"]
+            self._since = time.monotonic()
             handle: dict[str, Any] = {"pid": self.proc.pid if self.proc else None}
             if len(self.pack) > 1:
                 handle["pack"] = f"{len(self.pack)} left in a pack on this worker"
@@ -280,6 +278,8 @@ class _Worker:
         elif op == "log":
             executor.reporter.log(message["task"], message["stream"], message["text"])
         elif op == "done":
+            if self.task_id == message["task"]:
+                executor.measured(time.monotonic() - self._since)
             self.task_id = None
             self.pack = [job for job in self.pack if job.task_id != message["task"]]
             executor.finish(message)
@@ -306,6 +306,7 @@ class LocalExecutor(Executor):
         self._handed_to: dict[str, int] = {}  # task id -> pid, until the task is handed to this engine
         self._said: dict[int, dict[str, dict[str, Any]]] = {}
         self._waiting: dict[str, Job] = {}  # recovered queued jobs waiting for the word of the worker handed them
+        self._task_seconds: float | None = None  # how long tasks run here lately (None: none ran yet)
 
     async def start(self) -> None:
         self._sweep()
@@ -361,14 +362,24 @@ class LocalExecutor(Executor):
         self.dispatch()
 
     def dispatch(self) -> None:
+        """Each free worker takes a pack: a share of the queue counted over every worker (a busy one is free
+        soon: the first free one taking all left the other idle), at most about PACK_SECONDS of work by the
+        tasks' measured time, and at most PACK jobs."""
         free = [worker for worker in self._pool if worker.free]
-        for n, worker in enumerate(free):
+        if not free or not self._queue:
+            return
+        share = -(-len(self._queue) // max(1, len(self._pool)))
+        by_time = PACK if self._task_seconds is None else int(PACK_SECONDS / max(self._task_seconds, 1e-6))
+        size = max(1, min(PACK, share, by_time))
+        for worker in free:
             if not self._queue:
                 return
-            # a fair share of the queue per free worker, at most PACK: small tasks cross the pipe together,
-            # a few long ones still spread over all workers
-            size = min(PACK, -(-len(self._queue) // (len(free) - n)))
-            worker.run([self._queue.popleft() for _ in range(size)])
+            worker.run([self._queue.popleft() for _ in range(min(size, len(self._queue)))])
+
+    def measured(self, seconds: float) -> None:
+        """A task ran this long on a worker: the recent tasks' time (a moving average) sizes the next packs."""
+        previous = self._task_seconds
+        self._task_seconds = seconds if previous is None else 0.7 * previous + 0.3 * seconds
 
     def finish(self, said: dict[str, Any]) -> None:
         """Hand a finished task's outcome (its done record) to the scheduler; a large result's file goes once read."""
@@ -382,7 +393,7 @@ class LocalExecutor(Executor):
         if self._waiting.pop(task_id, None) is not None:
             previous = self._orphans.pop(task_id)
             if self._running(previous) == task_id:  # it runs there (its start was not stored): stop it
-                _kill_group(previous)
+                kill_tree(previous)
             return
         for job in self._queue:
             if job.task_id == task_id:
@@ -394,7 +405,7 @@ class LocalExecutor(Executor):
                 return
         pid = self._orphans.pop(task_id, None)
         if pid is not None:
-            _kill_group(pid)
+            kill_tree(pid)
 
     async def reattach(self, task_id: str, handle: dict[str, Any]) -> None:
         """Follow a task a previous engine started: its worker still runs it, or left its outcome behind."""
