@@ -91,3 +91,25 @@ def test_a_store_dir_of_another_user_is_refused_and_left_as_it_was(tmp_path) -> 
     with pytest.raises(StoreUnsafe, match=r"theirs belongs to uid 65534, not to this user .*c\.Hetflow\.store_dir"):
         Store(root)
     assert list(root.iterdir()) == [] and stat.S_IMODE(root.stat().st_mode) == 0o775
+
+
+def _task(task_id: str, deps: list[str], created: float) -> Task:
+    return Task(task_id, task_id, State.PENDING, "local", {}, "", {}, [], deps=deps, created=created)
+
+
+def test_dependents_come_from_an_index_also_in_a_store_from_before_it(tmp_path) -> None:
+    store = Store(tmp_path)
+    tasks = [_task("up", [], 1.0), _task("a", ["up"], 2.0), _task("b", ["up", "other"], 3.0), _task("c", [], 4.0)]
+    store.insert_tasks([(t, [State.PENDING], None) for t in tasks])
+    assert [t.id for t in store.dependents("up")] == ["a", "b"]
+    assert [t.id for t in store.dependents("other")] == ["b"] and store.dependents("a") == []
+    ran: list[str] = []
+    store.db.set_trace_callback(ran.append)
+    store.dependents("up")
+    store.db.set_trace_callback(None)
+    plan = " ".join(str(row[-1]) for sql in ran for row in store.db.execute(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "SCAN tasks" not in plan and "task_deps" in plan, plan  # a lookup, not a pass over every task
+    # a store from before the index: it is built from the tasks' deps when the store is opened
+    store.db.execute("DROP TABLE task_deps")
+    store.close()
+    assert [t.id for t in Store(tmp_path).dependents("up")] == ["a", "b"]
