@@ -159,12 +159,14 @@ class ServerClient:
             watched = [(i, w) for i, w in self._watches.items() if only is None or w in only]
         for task_id, watch in watched:
             try:
+                # the state before the log: a task that ended has its whole log by then, which its final state
+                # (that drops later log events) must not overtake
+                task = self.call("GET", f"tasks/{task_id}")["task"]
                 offset = watch.offset(task_id)
                 status, _, data = self.request("GET", f"tasks/{task_id}/logs?offset={offset}")
                 if status == 200 and data:
                     text = data.decode("utf-8", errors="replace")
                     watch.deliver({"type": "log", "task": task_id, "stream": "stdout", "text": text, "offset": offset})
-                task = self.call("GET", f"tasks/{task_id}")["task"]
             except (EngineUnreachable, SpecError):
                 continue
             if task["state"] in FINAL:

@@ -16,6 +16,8 @@ from typing import IO, Any
 from .credentials import Credentials, StreamMasker
 from .store import Store
 
+EVENT_TEXT = 2**20  # characters of log text in one event: 6 MiB of JSON at worst (\u escapes), under 10 MiB
+
 
 class _TaskLog:
     """One task's log file: masked, appended as it streams in, cut at `limit` bytes (0: no limit)."""
@@ -85,6 +87,10 @@ class TaskLogs:
             self._publish_log(task_id, "stdout", *log.close())
 
     def _publish_log(self, task_id: str, stream: str, offset: int, text: str) -> None:
-        """Log events carry their byte offset in the task's log, so a client that reconnects resumes exactly."""
-        if text:
-            self._publish({"type": "log", "task": task_id, "stream": stream, "text": text, "offset": offset})
+        """Log events carry their byte offset in the task's log, so a client that reconnects resumes exactly; a
+        large write goes out in events of at most EVENT_TEXT characters (one over a WebSocket's message limit,
+        10 MiB in tornado, closed the kernel's socket)."""
+        for start in range(0, len(text), EVENT_TEXT):
+            part = text[start : start + EVENT_TEXT]
+            self._publish({"type": "log", "task": task_id, "stream": stream, "text": part, "offset": offset})
+            offset += len(part.encode("utf-8"))
