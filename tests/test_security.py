@@ -556,10 +556,17 @@ WRONG_SPECS: list[Any] = [
     {"timeout": "60"},
     {"timeout": -1},
     {"timeout": 1e308},
+    {"timeout": float("inf")},  # JSON's Infinity: stored, it made every task list unreadable to JSON.parse
+    {"timeout": float("nan")},
     {"timeout": False},
     {"cache": "false"},
     {"bring": 1},
     {"executor": 5},
+    {"name": "n" * 10_000_000},  # a 10 MB name made %remote status print 80 MB
+    {"name": ""},
+    {"executor": "e" * 1000},
+    {"notebook": "n" * 100_000},
+    {"cell_id": "c" * 1000},
     {"notebook": ["a.ipynb"]},
     {"cell_id": 7},
     {"after": "done"},

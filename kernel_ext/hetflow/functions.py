@@ -13,7 +13,7 @@ from typing import Any
 
 from IPython import get_ipython
 
-from hetflow_server.models import COMMON_OPTIONS, TaskSpec
+from hetflow_server.models import COMMON_OPTIONS, MAX_NAME, TaskSpec
 from hetflow_server.protocol import Payload, SpecError, sha256
 
 from .client import get_client
@@ -110,7 +110,7 @@ def _submit(
         code=code,
         inputs={key: sha256(data) for key, data in pickles.items()},
         outputs=[OUTPUT],
-        name=task.pop("name", None) or name.strip("<>") or "function",
+        name=task.pop("name", None) or name.strip("<>")[:MAX_NAME] or "function",
         refs=refs,
         origins=origins,
         bring=bring,

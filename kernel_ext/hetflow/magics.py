@@ -12,7 +12,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Int
 
-from hetflow_server.models import State, TaskSpec
+from hetflow_server.models import MAX_NAME, State, TaskSpec
 from hetflow_server.protocol import Payload, SpecError, StoreError, sha256
 
 from . import capture, display
@@ -36,7 +36,7 @@ LINE_COMMANDS = {
 def _default_name(outputs: list[str], imports: list[str], count: int) -> str:
     """The first output the cell computes (not a module it imports), else the cell's number."""
     computed = [name for name in outputs if name not in imports]
-    return (computed or outputs or [f"cell{count}"])[0]
+    return (computed or outputs or [f"cell{count}"])[0][:MAX_NAME]
 
 
 def _usage() -> str:

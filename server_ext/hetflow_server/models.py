@@ -32,6 +32,8 @@ class State(str, Enum):
 MAX_COUNT = 1_000_000  # beyond any count that means something here; far below what SQLite's integers hold
 MIN_SECONDS = 0.01  # a shorter duration is below what any executor can measure or stop
 MAX_SECONDS = 366 * 86400.0
+MAX_NAME = 200  # a task's name, executor or cell id: what a listing shows on a line (a 10 MB name printed 80 MB)
+MAX_PATH = 4096  # a notebook's path: Linux's PATH_MAX
 
 _DURATION = re.compile(r"^(?:(?:(\d+)-)?(\d+):)?(\d+):(\d+(?:\.\d+)?)$")
 
