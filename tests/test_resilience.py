@@ -3,9 +3,16 @@ history. Each test measures what the issue asks (side effects, RSS, route latenc
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
+import os
+import signal
+import socket
 import time
 from pathlib import Path
+
+import pytest
 
 from servers import JupyterServer
 
@@ -31,7 +38,10 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     raise AssertionError(f"no {field} for pid {pid}")
 
 
-def test_sigkill_of_the_server_while_20_tasks_run_each_side_effect_happens_exactly_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("run", range(3))  # a double is a race: one run can miss it
+def test_sigkill_of_the_server_while_20_tasks_run_each_side_effect_happens_exactly_once(
+    tmp_path: Path, run: int
+) -> None:
     server = JupyterServer(tmp_path / "server", hetflow={"executors": {"local": {"kind": "local", "workers": 4}}})
     began, marker = tmp_path / "began.txt", tmp_path / "marker.txt"
     kernel = server.outside_kernel(tmp_path / "k")  # outside the server: a kernel it started would die with it
@@ -69,6 +79,39 @@ def test_sigkill_of_the_server_while_20_tasks_run_each_side_effect_happens_exact
         server.stop()
 
 
+@pytest.mark.parametrize("run", range(3))
+def test_a_server_frozen_then_killed_mid_foreach_runs_each_element_once(tmp_path: Path, run: int) -> None:
+    """SIGSTOP 1.5 s into a foreach of 8 one-second tasks, SIGKILL 2 s later, restart: the workers ran on while the
+    engine was frozen, and what they finished then must not run again (4 of the 8 ran twice)."""
+    server = JupyterServer(tmp_path / "server", hetflow={"executors": {"local": {"kind": "local", "workers": 2}}})
+    marker = tmp_path / "marker.txt"
+    kernel = server.outside_kernel(tmp_path / "k")
+    try:
+        kernel.run(
+            f"%%remote name=frozen foreach=k:range(8) wait=false\nimport time\ntime.sleep(1)\n"
+            f"open({str(marker)!r}, 'a').write(f'{{k}}\\n')\nsquare = k * k\n"
+        ).check()
+        time.sleep(1.5)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)
+        time.sleep(2.0)
+        server.kill()  # SIGKILL reaches a stopped process
+        server.start()
+
+        def final() -> bool:
+            tasks = [t for t in server.json("GET", "hetflow/api/tasks")["tasks"] if t["group_id"]]
+            return len(tasks) == 8 and all(t["state"] in ("completed", "failed", "cancelled") for t in tasks)
+
+        wait_for(final, timeout=60, tick=0.25)
+        counts = {k: lines(marker).count(str(k)) for k in range(8)}
+        print(f"\nSIGSTOP then SIGKILL mid-foreach: side effects per element {counts}")
+        assert counts == dict.fromkeys(range(8), 1), "an element's side effect was lost or happened twice"
+        assert kernel.value("square") == [k * k for k in range(8)]
+    finally:
+        kernel.shutdown()
+        server.stop()
+
+
 def test_a_task_that_prints_100_mb_leaves_the_server_s_memory_bounded_and_its_log_truncated_with_a_note(
     tmp_path: Path,
 ) -> None:
@@ -91,6 +134,58 @@ def test_a_task_that_prints_100_mb_leaves_the_server_s_memory_bounded_and_its_lo
         assert peak - before < 50, f"the server grew {peak - before:.0f} MB while a task printed 100 MB"
         assert len(log) <= 10 * 2**20 + 1000 and note is not None, "the stored log is not truncated with a note"
         assert len(out.stdout) <= 10 * 2**20 + 1000 and note in out.stdout, "the cell got the whole output"
+    finally:
+        kernel.shutdown()
+        server.stop()
+
+
+def slow_event_reader(server: JupyterServer) -> socket.socket:
+    """An event socket that is opened and then never read (a browser tab in the background, a stuck client)."""
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect(("127.0.0.1", server.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    slow.sendall(
+        f"GET {server.base_url}hetflow/api/events HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"Authorization: token {server.token}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n".encode()
+    )
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += slow.recv(1)
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    return slow
+
+
+def test_an_event_reader_that_stops_reading_is_let_go_and_the_server_s_memory_stays_bounded(tmp_path: Path) -> None:
+    """With a reader that never reads, every event sent was held for it: the server grew by all a task printed."""
+    server = JupyterServer(tmp_path / "server", hetflow={"log_limit": 0})  # nothing cut: 64 MB of events
+    kernel = server.outside_kernel(tmp_path / "k")
+    try:
+        kernel.run("%%remote name=warm\nwarm = 1\n").check()
+        slow = slow_event_reader(server)
+        assert server.proc is not None
+        pid = server.proc.pid
+        before = rss_mb(pid)
+        out = kernel.run("%%remote name=flood\nfor _ in range(64):\n    print('x' * 1_000_000)\nflood = 1\n", 180)
+        peak = rss_mb(pid, "VmHWM")
+        out.check()
+        assert len(out.stdout) >= 64_000_000, "the kernel, which reads, did not get the whole log"
+        slow.settimeout(10)
+        got, closed = 0, True
+        with contextlib.suppress(ConnectionResetError):  # what was sent before it was let go, then the end
+            try:
+                while chunk := slow.recv(2**20):
+                    got += len(chunk)
+            except TimeoutError:
+                closed = False  # still open, the rest still held for it
+        print(
+            f"\na reader that stopped reading while a task printed 64 MB: server RSS {before:.0f} MB before, peak "
+            f"{peak:.0f} MB (+{peak - before:.0f} MB); the reader got {got / 1e6:.1f} MB, then "
+            + ("was closed" if closed else "was still open")
+        )
+        assert closed and got < 40 * 2**20, "the slow reader was kept and sent everything"
+        assert peak - before < 80, f"the server grew {peak - before:.0f} MB holding events for a reader that stopped"
     finally:
         kernel.shutdown()
         server.stop()

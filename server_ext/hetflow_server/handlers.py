@@ -17,10 +17,10 @@ from typing import Any
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth import User
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
-from tornado import web, websocket
+from tornado import iostream, web, websocket
 
 from .engine import Engine
-from .models import MAX_COUNT, MAX_SECONDS, MIN_SECONDS, State, Task, TaskSpec
+from .models import MAX_COUNT, MAX_NAME, MAX_PATH, MAX_SECONDS, MIN_SECONDS, State, Task, TaskSpec
 from .protocol import TASK_MEDIA_TYPE, AccessError, NotFound, SpecError, StoreError, TransportError
 
 AUTH_RESOURCE = "hetflow"
@@ -99,6 +99,9 @@ def check_spec(spec: TaskSpec) -> None:
     def strings(value: Any) -> bool:
         return isinstance(value, str)
 
+    def label(value: Any, most: int = MAX_NAME) -> bool:  # what listings show: not empty, not a flood
+        return strings(value) and 0 < len(value) <= most
+
     def refs(value: Any) -> bool:  # name -> [task id, or a foreach's element ids, output]
         return isinstance(value, dict) and all(
             strings(name)
@@ -111,7 +114,7 @@ def check_spec(spec: TaskSpec) -> None:
 
     checks = {
         "code": strings(spec.code),
-        "name": strings(spec.name),
+        "name": label(spec.name),
         "inputs": isinstance(spec.inputs, dict) and all(map(strings, [*spec.inputs, *spec.inputs.values()])),
         "outputs": isinstance(spec.outputs, list) and all(map(strings, spec.outputs)),
         "options": isinstance(spec.options, dict) and all(map(strings, [*spec.options, *spec.options.values()])),
@@ -127,9 +130,9 @@ def check_spec(spec: TaskSpec) -> None:
         ),
         "cache": isinstance(spec.cache, bool),
         "bring": isinstance(spec.bring, bool),
-        "executor": spec.executor is None or strings(spec.executor),
-        "notebook": spec.notebook is None or strings(spec.notebook),
-        "cell_id": spec.cell_id is None or strings(spec.cell_id),
+        "executor": spec.executor is None or label(spec.executor),
+        "notebook": spec.notebook is None or label(spec.notebook, MAX_PATH),
+        "cell_id": spec.cell_id is None or label(spec.cell_id),
         "refs": refs(spec.refs),
         "origins": refs(spec.origins),
         "after": isinstance(spec.after, list) and all(map(strings, spec.after)),
@@ -375,6 +378,9 @@ class PromptHandler(HetflowHandler):
         self.finish()
 
 
+SEND_BACKLOG = 16 * 2**20  # bytes of events an event socket may have unsent before it is closed
+
+
 class EventsSocket(_Access, JupyterHandler, websocket.WebSocketHandler):
     """Every state change and log line, as JSON messages, for the sidebar and waiting kernels."""
 
@@ -391,6 +397,7 @@ class EventsSocket(_Access, JupyterHandler, websocket.WebSocketHandler):
             await result
 
     def open(self, *args: Any, **kwargs: Any) -> None:
+        self._stream.max_write_buffer_size = SEND_BACKLOG
         # a kernel asks for small results inline (base64), saving a request per task
         self._inline = self.kernel_authenticated() and self.get_argument("results", "") == "inline"
         self._unsubscribe = self.engine.events.subscribe(self._send)
@@ -407,6 +414,17 @@ class EventsSocket(_Access, JupyterHandler, websocket.WebSocketHandler):
             self.write_message(json.dumps(event))
         except websocket.WebSocketClosedError:
             self._unsubscribe()
+        except iostream.StreamBufferFullError:
+            # a reader this far behind is let go (it reconnects and catches up from the store's offsets) instead
+            # of the server holding all it has not read
+            self.log.warning("hetflow: an event socket fell %d MiB behind and was closed", SEND_BACKLOG >> 20)
+            self._unsubscribe()
+            self._stream.close()
+
+    @property
+    def _stream(self) -> iostream.IOStream:
+        assert self.ws_connection is not None and self.ws_connection.stream is not None
+        return self.ws_connection.stream
 
     def on_close(self) -> None:
         unsubscribe = getattr(self, "_unsubscribe", None)

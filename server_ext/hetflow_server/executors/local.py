@@ -431,9 +431,9 @@ class LocalExecutor(Executor):
             if said is not None or not alive:
                 del self._orphans[task_id]
                 job = self._waiting.pop(task_id, None)
+                log.unlink(missing_ok=True)  # written, unmasked, only while no engine listened: its text is passed on
                 if said is not None:
                     self.finish(said)
-                    log.unlink(missing_ok=True)  # written only while no engine listened
                 elif job is not None:  # handed to that worker, which ended before it began the task: it runs here
                     self._queue.append(job)
                     self.dispatch()
