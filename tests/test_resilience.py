@@ -121,12 +121,16 @@ def test_a_task_that_prints_100_mb_leaves_the_server_s_memory_bounded_and_its_lo
         kernel.run("%%remote name=warm\nwarm = 1\n").check()  # the engine's imports and a worker's first task
         pid = server.proc.pid
         before = rss_mb(pid)
-        out = kernel.run("%%remote name=loud\nfor _ in range(100):\n    print('x' * 1_000_000)\nloud = 'done'\n", 120)
+        out = kernel.run(
+            "%%remote name=loud\nfor _ in range(100):\n    print('x' * 1_000_000)\n"
+            "print('the last line')\nloud = 'done'\n",
+            120,
+        )
         peak = rss_mb(pid, "VmHWM")
         out.check()
         assert kernel.value("loud") == "done"
         log = (server.store / "logs" / f"{server.json('GET', 'hetflow/api/tasks/loud')['task']['id']}.log").read_bytes()
-        note = next((line for line in log.decode().splitlines() if line.startswith("[hetflow: log truncated")), None)
+        note = next((line for line in log.decode().splitlines() if line.startswith("[hetflow: log cut after")), None)
         print(
             f"\n100 MB print: server RSS {before:.0f} MB before, peak {peak:.0f} MB (+{peak - before:.0f} MB); "
             f"stored log {len(log) / 1e6:.1f} MB; the cell got {len(out.stdout) / 1e6:.1f} MB; note: {note}"
@@ -134,6 +138,7 @@ def test_a_task_that_prints_100_mb_leaves_the_server_s_memory_bounded_and_its_lo
         assert peak - before < 50, f"the server grew {peak - before:.0f} MB while a task printed 100 MB"
         assert len(log) <= 10 * 2**20 + 1000 and note is not None, "the stored log is not truncated with a note"
         assert len(out.stdout) <= 10 * 2**20 + 1000 and note in out.stdout, "the cell got the whole output"
+        assert log.endswith(b"x\nthe last line\n") and out.stdout.endswith("the last line\n"), "the end was not kept"
     finally:
         kernel.shutdown()
         server.stop()

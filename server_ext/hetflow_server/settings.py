@@ -49,8 +49,9 @@ class Hetflow(Configurable):
         10 * 2**20,
         min=0,
         config=True,
-        help="Most bytes of a task's output kept in its log and streamed to the cell and the sidebar; past it the "
-        "log ends with a note saying it was truncated and how much was not kept. 0: no limit.",
+        help="Most bytes of a task's output kept in its log: the first nine tenths are streamed to the cell and "
+        "the sidebar as they come; past them only the last tenth is kept, shown when the task ends after a note "
+        "of how much was left out. 0: no limit.",
     )
     retry_backoff = Float(1.0, config=True, help="Seconds before the first retry of a failed task; doubles each time.")
     retry_backoff_max = Float(60.0, config=True, help="Longest wait between two retries, in seconds.")

@@ -3,12 +3,14 @@
 Kept apart from the scheduler because a log is a file with its own life (opened at a task's first line, masked as it
 streams, closed when the task ends) and its events carry byte offsets that clients resume from.
 
-A log keeps at most the store's `log_limit` bytes (c.Hetflow.log_limit): what a task prints beyond it is counted, not
-stored nor streamed (to the cell, the sidebar), and a note in the log says where it was cut and how much went.
+A log keeps at most the store's `log_limit` bytes (c.Hetflow.log_limit): its first nine tenths as the task prints
+them, streamed to the cell and the sidebar, and its last tenth when the task ends, after a note of how much was left
+out between them.
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -20,50 +22,66 @@ EVENT_TEXT = 2**20  # characters of log text in one event: 6 MiB of JSON at wors
 
 
 class _TaskLog:
-    """One task's log file: masked, appended as it streams in, cut at `limit` bytes (0: no limit)."""
+    """One task's log file: masked, appended as it streams in, and past `limit` bytes (0: no limit) cut in the
+    middle: the first nine tenths stream and are stored as they come; of the rest only the last tenth is kept (in
+    memory, masked), appended when the task ends with a note of what was left out: the end says why it failed."""
 
     def __init__(self, path: Path, credentials: Credentials, limit: int):
         self.masker = StreamMasker(credentials)
         self._file: IO[bytes] = open(path, "ab")  # noqa: SIM115 - open while the task runs
         self.size = self._file.tell()
-        self.limit = limit
-        self.dropped = 0  # characters printed past the limit
+        self.head = limit - limit // 10 if limit else 0  # bytes streamed and stored as they come (0: all)
+        self.tail_size = limit // 10
+        self._tail: collections.deque[bytes] = collections.deque()  # the latest masked output past the head
+        self._tail_bytes = 0
+        self.left_out = 0  # bytes past the head the tail no longer holds
 
     def write(self, text: str) -> tuple[int, str]:
         """Append; returns the byte offset where the shown (masked) text starts, and the text."""
-        if self._full:
-            self.dropped += len(text)  # not even masked: it is not kept
-            return self.size, ""
-        return self._append(self.masker.feed(text))
+        return self._add(self.masker.feed(text).encode("utf-8"))
 
     def close(self) -> tuple[int, str]:
-        rest = self.masker.close()
-        if self._full:
-            self.dropped += len(rest)
-            rest = f"[hetflow: {self.dropped:,} more characters of output were not kept]\n" if self.dropped else ""
-        offset, rest = self._append(rest)
+        offset, text = self._add(self.masker.close().encode("utf-8"))
+        if self._tail:
+            kept = b"".join(self._tail)
+            excess = max(0, len(kept) - self.tail_size)
+            while excess < len(kept) and kept[excess] & 0xC0 == 0x80:  # start on a whole character
+                excess += 1
+            self.left_out += excess
+            if self.left_out:
+                kept = (
+                    f"\n[hetflow: log cut after {self.head / 2**20:g} MB (c.Hetflow.log_limit): {self.left_out:,} "
+                    f"bytes of output left out here; its last {(len(kept) - excess) / 2**20:.2g} MB follow]\n"
+                ).encode() + kept[excess:]
+            offset, text = self._append(kept)
         self._file.close()
-        return offset, rest
+        return offset, text
 
-    @property
-    def _full(self) -> bool:
-        return bool(self.limit) and self.size >= self.limit
+    def _add(self, data: bytes) -> tuple[int, str]:
+        """Within the head: stored and shown now. Past it: held in the tail, of which the oldest whole pieces go
+        once the rest covers the tail's size."""
+        if not self.head or (self.size + len(data) <= self.head and not self._tail):
+            return self._append(data)
+        offset, shown = self.size, ""
+        if not self._tail:  # the head's last piece, cut on a character boundary
+            room = data[: self.head - self.size].decode("utf-8", errors="ignore").encode("utf-8")
+            offset, shown = self._append(room)
+            data = data[len(room) :]
+        if data:
+            self._tail.append(data)
+            self._tail_bytes += len(data)
+        while len(self._tail) > 1 and self._tail_bytes - len(self._tail[0]) >= self.tail_size:
+            gone = len(self._tail.popleft())
+            self._tail_bytes -= gone
+            self.left_out += gone
+        return offset, shown
 
-    def _append(self, text: str) -> tuple[int, str]:
+    def _append(self, data: bytes) -> tuple[int, str]:
         offset = self.size
-        data = text.encode("utf-8")
-        if self.limit and not self._full and offset + len(data) > self.limit:  # cut here, on a character boundary
-            kept = data[: self.limit - offset].decode("utf-8", errors="ignore")
-            self.dropped += len(text) - len(kept)
-            text = kept + (
-                f"\n[hetflow: log truncated after {self.limit / 2**20:g} MB (c.Hetflow.log_limit); "
-                "what the task printed after that is not kept]\n"
-            )
-            data = text.encode("utf-8")
         self._file.write(data)
         self._file.flush()
         self.size += len(data)
-        return offset, text
+        return offset, data.decode("utf-8")
 
 
 class TaskLogs:
