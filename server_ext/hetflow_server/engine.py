@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import time
@@ -19,6 +20,7 @@ from .settings import Hetflow
 from .store import Store
 
 UNFINISHED = [State.PENDING, State.QUEUED, State.RUNNING]
+DECODE_CHUNK = 50  # tasks of a listing decoded and encoded between two turns of the loop
 
 
 class Engine:
@@ -318,12 +320,26 @@ class Engine:
         tasks = self.tasks(notebook=notebook, limit=None if limit is None else limit + 1)
         more = limit is not None and len(tasks) > limit
         tasks = tasks[:limit]
-        ids = {t.id for t in tasks}
-        return {
-            "nodes": [t.to_json() for t in tasks],
-            "edges": [{"source": dep, "target": t.id} for t in tasks for dep in t.deps if dep in ids],
-            "more": more,
-        }
+        return {"nodes": [t.to_json() for t in tasks], "edges": _edges(tasks), "more": more}
+
+    async def tasks_json(
+        self, notebook: str | None, states: list[State] | None, limit: int | None, before: str | None
+    ) -> str:
+        """A page of the task list (as `tasks`, with `next`: the `before` of the next page) as JSON text, for the
+        API: built without holding up other requests (see _encoded)."""
+        rows = self.store.task_rows(
+            notebook=notebook, states=states, limit=None if limit is None else limit + 1, before=before
+        )
+        more = limit is not None and len(rows) > limit
+        tasks, texts = await _encoded(rows[:limit])
+        return f'{{"tasks": [{", ".join(texts)}], "next": {json.dumps(tasks[-1].id if more else None)}}}'
+
+    async def graph_json(self, notebook: str | None, limit: int | None) -> str:
+        """`graph` as JSON text, for the API, built as tasks_json is."""
+        rows = self.store.task_rows(notebook=notebook, limit=None if limit is None else limit + 1)
+        more = limit is not None and len(rows) > limit
+        tasks, texts = await _encoded(rows[:limit])
+        return f'{{"nodes": [{", ".join(texts)}], "edges": {json.dumps(_edges(tasks))}, "more": {json.dumps(more)}}}'
 
     def describe_executors(self) -> dict[str, dict[str, Any]]:
         return {name: executor.describe() for name, executor in self.executors.items()}
@@ -372,3 +388,22 @@ def cache_key(
         data_deps = {t for source, _ in spec.refs.values() for t in ref_ids(source)}
         material["after"] = sorted(str(u.cache_key) for t, u in upstream.items() if t not in data_deps)
     return sha256(json.dumps(material, sort_keys=True, default=str).encode())
+
+
+def _edges(tasks: list[Task]) -> list[dict[str, str]]:
+    """The dependencies among these tasks."""
+    ids = {t.id for t in tasks}
+    return [{"source": dep, "target": t.id} for t in tasks for dep in t.deps if dep in ids]
+
+
+async def _encoded(rows: list[dict[str, Any]]) -> tuple[list[Task], list[str]]:
+    """The tasks of these rows, and each as JSON text, DECODE_CHUNK at a time with the loop let go in between:
+    the first page of 20,000 tasks, decoded and encoded at once, held up every other request 40-140 ms."""
+    tasks, texts = [], []
+    for start in range(0, len(rows), DECODE_CHUNK):
+        for row in rows[start : start + DECODE_CHUNK]:
+            task = Task.from_row(row)
+            tasks.append(task)
+            texts.append(json.dumps(task.to_json()))
+        await asyncio.sleep(0)
+    return tasks, texts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import secrets
@@ -46,6 +47,10 @@ class HetflowApp(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         await self.engine.start()
+        # what the server and the engine hold from their start lives as long as they do: out of the collector's
+        # reach, a full collection (which a listing's garbage sets off) takes ~1 ms instead of holding up every
+        # request ~95 ms
+        gc.freeze()
         info = {"url": self._api_url(), "token": self.token, "pid": os.getpid(), "store": str(self.hetflow.store_path)}
         self.connection_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.connection_path.with_suffix(".tmp")

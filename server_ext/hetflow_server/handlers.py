@@ -182,9 +182,12 @@ class HetflowHandler(_Access, APIHandler):
             raise web.HTTPError(413, f"the request body is larger than {self.max_body} bytes")
 
     def reply(self, data: Any, status: int = 200) -> None:
+        self.reply_json(json.dumps(data), status)
+
+    def reply_json(self, text: str, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(data))
+        self.finish(text)
 
     def json_body(self) -> dict[str, Any]:
         try:
@@ -212,16 +215,8 @@ class TasksHandler(HetflowHandler):
         """Newest first, a page at a time: `next` (the last task's id, or null at the end) is the `before` of the
         next page."""
         states = [State(s) for s in self.get_argument("state", "").split(",") if s] or None
-        limit = _page(self)
-        tasks = self.engine.tasks(
-            notebook=self.get_argument("notebook", None),
-            states=states,
-            limit=None if limit is None else limit + 1,  # one more: is there a next page
-            before=self.get_argument("before", None),
-        )
-        more = limit is not None and len(tasks) > limit
-        tasks = tasks[:limit]
-        self.reply({"tasks": [t.to_json() for t in tasks], "next": tasks[-1].id if more else None})
+        notebook, before = self.get_argument("notebook", None), self.get_argument("before", None)
+        self.reply_json(await self.engine.tasks_json(notebook, states, _page(self), before))
 
     @api("write")
     async def post(self) -> None:
@@ -297,7 +292,7 @@ class TaskResultHandler(HetflowHandler):
 class GraphHandler(HetflowHandler):
     @api("read")
     async def get(self) -> None:
-        self.reply(self.engine.graph(self.get_argument("notebook", None), _page(self)))
+        self.reply_json(await self.engine.graph_json(self.get_argument("notebook", None), _page(self)))
 
 
 TASK_PAGE = 1000  # the newest tasks a list or graph holds when the request names no limit (10,000: 9 MB, 0.6 s)

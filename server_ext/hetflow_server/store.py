@@ -276,7 +276,11 @@ class Store:
         row = self.db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return None if row is None else Task.from_row(dict(row))
 
-    def find_tasks(
+    def find_tasks(self, **where: Any) -> list[Task]:
+        """task_rows' tasks."""
+        return [Task.from_row(r) for r in self.task_rows(**where)]
+
+    def task_rows(
         self,
         *,
         name: str | None = None,
@@ -284,8 +288,9 @@ class Store:
         states: list[State] | None = None,
         limit: int | None = None,
         before: str | None = None,
-    ) -> list[Task]:
-        """Newest first; `before` (a task id) starts after that task, as the next page of a list that ended there."""
+    ) -> list[dict[str, Any]]:
+        """Newest first; `before` (a task id) starts after that task, as the next page of a list that ended there.
+        The rows as the store holds them: the API reads a page at once and decodes it a part at a time."""
         where, args = [], []
         for column, value in (("name", name), ("notebook", notebook)):
             if value is not None:
@@ -301,7 +306,7 @@ class Store:
         sql += " ORDER BY created DESC, id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return [Task.from_row(dict(r)) for r in self.db.execute(sql, args)]
+        return [dict(r) for r in self.db.execute(sql, args)]
 
     def dependents(self, task_id: str) -> list[Task]:
         """Tasks that wait for this one (its data or after=)."""
