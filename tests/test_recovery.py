@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -107,3 +108,38 @@ def test_after_a_kernel_restart_results_are_there_and_the_cache_serves_the_cell(
     finally:
         kernel.shutdown()
         server.stop()
+
+
+def test_what_a_worker_writes_while_no_engine_listens_is_masked_in_the_spool(
+    one_worker_server: JupyterServer, tmp_path: Path
+) -> None:
+    """The worker kept a task's output and error for the next engine in spool/local, unmasked: a credential's value
+    the task printed after the server died sat there in clear until an engine came back."""
+    server = one_worker_server
+    secret, go, printed = "tok-" + "9f3c1e77" * 4, tmp_path / "go", tmp_path / "printed"
+    (tmp_path / "secret.txt").write_text(secret)
+    server.json("PUT", "hetflow/api/credentials/api-token", {"kind": "token", "fields": {"token": secret}})
+    kernel = server.outside_kernel(tmp_path / "k")
+    try:
+        kernel.run(
+            f"%%remote name=leaky wait=false\nimport os, time\nwhile not os.path.exists({str(go)!r}):\n"
+            f"    time.sleep(0.05)\ns = open({str(tmp_path / 'secret.txt')!r}).read()\n"
+            "print('the token is', s[:10], end='', flush=True)\ntime.sleep(0.2)\nprint(s[10:], flush=True)\n"
+            f"open({str(printed)!r}, 'w').close()\nraise ValueError('bad token ' + s)\n"
+        ).check()
+        wait_for(lambda: server.json("GET", "hetflow/api/tasks/leaky")["task"]["state"] == "running")
+        spool = server.store / "spool" / "local"
+        server.kill()
+        go.touch()
+        wait_for(lambda: printed.exists())
+        task_id = next(p.stem for p in spool.glob("*.log"))
+        wait_for(lambda: any(task_id.encode() in p.read_bytes() for p in spool.glob("worker-*.journal")))
+        kept = {p.name: p.read_bytes() for p in spool.iterdir() if p.is_file()}
+        assert not [name for name, data in kept.items() if secret.encode() in data], "a secret in the spool"
+        assert b"********" in kept[f"{task_id}.log"], kept[f"{task_id}.log"]
+        server.start()
+        wait_for(lambda: server.json("GET", "hetflow/api/tasks/leaky")["task"]["state"] == "failed")
+        task = server.json("GET", "hetflow/api/tasks/leaky")["task"]
+        assert "bad token ********" in task["error"]["message"] and secret not in json.dumps(task)
+    finally:
+        kernel.shutdown()

@@ -104,7 +104,7 @@ def test_a_warm_worker_journals_each_outcome_in_one_file_and_a_torn_last_record_
     small = envelope(Job("t1", payload("y = 6 * 7\n", ["y"]), {}))
     large = envelope(Job("t2", payload(f"y = b'x' * {runner.SPOOL_INLINE + 1}\n", ["y"]), {}))
     for job in (small, large):
-        runner.run_in_spool(Pipe(), journal, job, str(tmp_path), {}, None)  # type: ignore[arg-type]
+        runner.run_in_spool(Pipe(), journal, job, str(tmp_path), {}, None, [])  # type: ignore[arg-type]
     data = Path(runner.journal_path(str(tmp_path), runner.os.getpid())).read_bytes()
     assert data == b"".join(sent)  # what was sent is what was journaled, byte for byte
     records = runner.frames(data + sent[0][:-3])  # a third record, torn

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from .protocol import NotFound, SpecError
+from .runner import MASK, StreamMasker, mask
 
-MASK = "********"
+__all__ = ["MASK", "Credentials", "StreamMasker"]
 MIN_MASKED = 4  # shorter values would mask ordinary text
 
 # kind -> (required fields, optional fields, fields that are not secret)
@@ -104,31 +105,4 @@ class Credentials:
         return sorted(values, key=len, reverse=True)
 
     def mask(self, text: str) -> str:
-        for value in self.secret_values():
-            if value in text:
-                text = text.replace(value, MASK)
-        return text
-
-
-class StreamMasker:
-    """Masks a stream that arrives in pieces: a secret split across two pieces is still caught, by holding back
-    the end of a piece that could begin a secret until the next piece (or the end) shows what follows."""
-
-    def __init__(self, credentials: Credentials):
-        self.credentials = credentials
-        self._held = ""
-
-    def feed(self, text: str) -> str:
-        text = self.credentials.mask(self._held + text)
-        hold = 0
-        for value in self.credentials.secret_values():
-            for size in range(min(len(value) - 1, len(text)), hold, -1):
-                if text.endswith(value[:size]):
-                    hold = size
-                    break
-        self._held = text[len(text) - hold :] if hold else ""
-        return text[: len(text) - hold]
-
-    def close(self) -> str:
-        held, self._held = self._held, ""
-        return held
+        return mask(text, self.secret_values())

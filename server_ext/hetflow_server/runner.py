@@ -49,6 +49,7 @@ except ImportError:  # pragma: no cover - reported to the engine as the task's e
     cloudpickle = None
 
 HEADER = struct.Struct(">Q")  # the length of the pickle that follows, on a pipe
+MASK = "********"  # what a secret value is shown as
 FLUSH_INTERVAL = 0.05
 
 
@@ -304,6 +305,39 @@ def _read_exactly(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
+def mask(text: str, secrets: list[str]) -> str:
+    """`text` with each of these values (longest first) shown as MASK."""
+    for value in secrets:
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
+
+
+class StreamMasker:
+    """Masks a stream that arrives in pieces: a secret split across two pieces is still caught, by holding back
+    the end of a piece that could begin a secret until the next piece (or the end) shows what follows."""
+
+    def __init__(self, secrets: Callable[[], list[str]]):
+        self.secrets = secrets  # read at each piece: a credential added meanwhile is masked from then on
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        values = self.secrets()
+        text = mask(self._held + text, values)
+        hold = 0
+        for value in values:
+            for size in range(min(len(value) - 1, len(text)), hold, -1):
+                if text.endswith(value[:size]):
+                    hold = size
+                    break
+        self._held = text[len(text) - hold :] if hold else ""
+        return text[: len(text) - hold]
+
+    def close(self) -> str:
+        held, self._held = self._held, ""
+        return held
+
+
 class Channel:
     """The worker's line to the engine. Once the engine is gone (its pipe closed), sends fail quietly and the
     task goes on: what it prints is kept in the spool for the next engine, which re-attaches."""
@@ -496,19 +530,26 @@ def run_in_spool(
     spool: str,
     results: dict[str, Any],
     provide: Provide | None,
+    secrets: list[str],
 ) -> None:
     """A warm worker's task: output goes to the engine, or to `TASK.log` once no engine listens; the outcome (the
     done record with the result, or with `TASK.result` written first when it is large) is journaled before it is
-    sent, so that an engine that died meanwhile finds it on restart."""
+    sent, so that an engine that died meanwhile finds it on restart. What lands in the spool (that log, the
+    journal's error) is masked here with the engine's `secrets`: no engine is there to mask it first."""
     task_id = job["task"]
     base = os.path.join(spool, task_id)
     to_file = append_to(base + ".log")
+    masker = StreamMasker(lambda: secrets)
 
     def emit(stream: str, text: str) -> None:
         if not channel.send({"op": "log", "task": task_id, "stream": stream, "text": text}):
-            to_file(stream, text)
+            to_file(stream, masker.feed(text))
 
     result, error = run_teed(job, emit, results, provide)
+    if rest := masker.close():
+        to_file("stdout", rest)
+    if error is not None:
+        error = {key: mask(value, secrets) if isinstance(value, str) else value for key, value in error.items()}
     inline = result is None or len(result) <= SPOOL_INLINE
     if not inline:
         with open(base + ".result", "wb") as fh:
@@ -790,14 +831,14 @@ def serve(cmd_fd: int, event_fd: int, spool: str, provider: str = "") -> None:
     channel.send({"op": "ready", "pid": os.getpid(), "cloudpickle": cloudpickle_version()})
     while True:
         try:
-            jobs = read_frame(cmd_fd)["jobs"]
+            pack = read_frame(cmd_fd)
         except EOFError:
             return
         results: dict[str, Any] = {}  # upstream results read once per pack
-        for job in jobs:
+        for job in pack["jobs"]:
             if not channel.send({"op": "started", "task": job["task"]}):
                 break  # the engine is gone: the pack's other jobs are still queued in its store
-            run_in_spool(channel, journal, job, spool, results, provide)
+            run_in_spool(channel, journal, job, spool, results, provide, pack["secrets"])
 
 
 # ------------------------------------------------------------------------------------------- the blob store

@@ -312,6 +312,9 @@ class Scheduler:
         else:
             self._fail(task, masked)
 
+    def secrets(self) -> list[str]:
+        return self.credentials.secret_values()
+
     def lost(self, task_id: str, reason: str) -> None:
         """Its process died with the previous engine: run it again, once; a second loss fails it."""
         task = self._live.get(task_id)

@@ -27,7 +27,7 @@ class _TaskLog:
     memory, masked), appended when the task ends with a note of what was left out: the end says why it failed."""
 
     def __init__(self, path: Path, credentials: Credentials, limit: int):
-        self.masker = StreamMasker(credentials)
+        self.masker = StreamMasker(credentials.secret_values)
         self._file: IO[bytes] = open(path, "ab")  # noqa: SIM115 - open while the task runs
         self.size = self._file.tell()
         self.head = limit - limit // 10 if limit else 0  # bytes streamed and stored as they come (0: all)

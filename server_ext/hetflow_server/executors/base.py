@@ -74,6 +74,11 @@ class Reporter(Protocol):
     def gone(self, task_id: str, gone: ResultGone) -> None:
         """The task could not go: upstream results it reads, kept where they were computed, are gone."""
 
+    def secrets(self) -> list[str]:
+        """The credentials' secret values, for a runner that writes output where the engine cannot mask it first
+        (a local worker's spool while no engine listens)."""
+        ...
+
     def batch(self) -> AbstractContextManager[None]:
         """Reports made inside are stored in one commit (report many tasks at once inside one)."""
         ...

@@ -241,7 +241,7 @@ class _Worker:
     def run(self, jobs: list[Job]) -> None:
         self.pack = jobs
         # jobs of one foreach share their payload object: pickle writes it once per pack
-        data = pickled({"jobs": [envelope(job) for job in jobs]})
+        data = pickled({"jobs": [envelope(job) for job in jobs], "secrets": self.executor.reporter.secrets()})
         assert self._commands is not None
         self._note()  # before the worker can begin them
         self._commands.write(HEADER.pack(len(data)) + data)
