@@ -112,3 +112,19 @@ def test_api_actions_cancel_rerun_and_retry(server: JupyterServer, tmp_path: Pat
         assert server.json("POST", "hetflow/api/executors/local/check")["healthy"] is True
     finally:
         kernel.shutdown()
+
+
+def test_a_server_on_a_store_dir_that_was_there_makes_it_and_its_files_private(tmp_path: Path) -> None:
+    """A store_dir on scratch, made before (0755) with a world-readable database: the server used it as it was."""
+    store = tmp_path / "scratch" / "hetflow"
+    store.mkdir(parents=True)
+    store.chmod(0o755)
+    (store / "hetflow.db").touch(mode=0o644)
+    server = JupyterServer(tmp_path / "server", hetflow={"store_dir": str(store)})
+    try:
+        server.json("PUT", "hetflow/api/credentials/key", {"kind": "token", "fields": {"token": "s3cr3t-value"}})
+        modes = {p.name: p.stat().st_mode & 0o777 for p in [store, *store.iterdir()] if not p.name.endswith(".tmp")}
+        assert modes.pop("hetflow") == 0o700 and set(modes.values()) <= {0o700, 0o600}, modes
+        assert {"hetflow.db", "engine.lock", "credentials.json", "blobs", "logs"} <= set(modes)
+    finally:
+        server.stop()

@@ -75,6 +75,7 @@ def test_a_store_dir_that_was_there_is_made_private_with_its_files(tmp_path) -> 
         ".": 0o700,
         "blobs": 0o700,
         "logs": 0o700,
+        "spool": 0o700,
         "hetflow.db": 0o600,
         "hetflow.db-wal": 0o600,
         "hetflow.db-shm": 0o600,

@@ -63,7 +63,7 @@ class Engine:
                 if "kind" not in config:
                     raise SpecError(f"executor {name!r} has no 'kind' in c.Hetflow.executors")
                 kind = executor_class(config["kind"])
-                spool = store.root / "spool" / name
+                spool = store.spool_dir / name
                 self.executors[name] = kind(
                     name,
                     self._scheduler,

@@ -94,7 +94,8 @@ class Store:
         self.log_limit = log_limit  # most bytes kept of a task's log (tasklogs.py); 0: no limit
         self.blob_dir = self.root / "blobs"
         self.log_dir = self.root / "logs"
-        for directory in (self.root, self.blob_dir, self.log_dir):
+        self.spool_dir = self.root / "spool"  # each executor's files in flight, in spool/NAME
+        for directory in (self.root, self.blob_dir, self.log_dir, self.spool_dir):
             _private(directory, is_dir=True)
         self._lock_file: Any = None
         self._shards: set[str] = set()  # blob subdirectories known to exist
