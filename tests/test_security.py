@@ -61,6 +61,7 @@ PARAMS = {
 GOOD_BODIES: dict[str, Any] = {
     "credentials/": {"kind": "token", "fields": {"token": "planted-token"}},
     "prompts/": {"answers": ["000000"]},
+    "api/clean": {"keep_days": 90},  # forgets nothing the suite made
 }
 MARKER = "security-marker-" + secrets.token_hex(4)  # in every cell's code: a refused answer must not carry it
 SECRET = "tok-" + secrets.token_urlsafe(24)  # the token a task prints (built in the kernel from two halves)
@@ -534,6 +535,14 @@ WRONG_TYPES: dict[str, list[Any]] = {
         {"kind": "token", "fields": {"token": None}},
     ],
     "prompts/": [{"answers": "000000"}, {"answers": [0]}, {"answers": {"a": "b"}}, {"answers": None}, {}],
+    "api/clean": [
+        {"keep_days": "30"},
+        {"keep_days": True},
+        {"keep_days": -1},
+        {"keep_days": 1e308},
+        {"keep_days": float("nan")},
+        {"keep_days": [1]},
+    ],
 }
 WRONG_SPECS: list[Any] = [
     [],

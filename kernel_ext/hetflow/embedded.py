@@ -6,6 +6,7 @@ import asyncio
 import atexit
 import threading
 from collections.abc import Coroutine
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 from hetflow_server.engine import Engine
@@ -95,6 +96,12 @@ class EmbeddedClient:
 
     def cancel(self, ref: str) -> Task:
         return self.call(self.engine.cancel(ref))
+
+    def pin(self, ref: str, pinned: bool) -> Task:
+        return self.call(self.engine.pin(ref) if pinned else self.engine.unpin(ref))
+
+    def forget(self, keep_days: float | None) -> dict[str, int]:
+        return asdict(self.on_loop(self.engine.forget, keep_days))
 
     def logs(self, ref: str) -> str:
         return self.on_loop(self.engine.logs, ref).decode("utf-8", errors="replace")

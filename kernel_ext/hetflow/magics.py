@@ -29,7 +29,10 @@ LINE_COMMANDS = {
     "rerun": "TASK: run the task again (of a foreach: the failed elements), then what depends on it",
     "graph": "draw this notebook's tasks and their dependencies",
     "executors": "list the configured executors and their health",
-    "clean": "EXECUTOR: empty the executor's blob store (inputs and results kept there), but what running tasks read",
+    "clean": "EXECUTOR: empty the executor's blob store (but what running tasks read); DAYS, or nothing: forget "
+    "the ended tasks older than that (c.Hetflow.keep_days) with their logs and results, but pinned ones",
+    "pin": "TASK: keep the task and its results whatever its age (%remote clean and retention pass it by)",
+    "unpin": "TASK: let retention forget the task again",
 }
 
 
@@ -195,10 +198,12 @@ class RemoteMagics(Magics):
         if command not in LINE_COMMANDS:
             raise UsageError(f"unknown command {command!r}; %remote takes: {', '.join(LINE_COMMANDS)}")
         one = "TASK: name one task by its name or id"
-        needs = {"logs": one, "cancel": one, "result": one, "rerun": one, "clean": "EXECUTOR: name one executor"}
+        needs = {"logs": one, "cancel": one, "result": one, "rerun": one, "pin": one, "unpin": one}
         if command in needs and len(args) != 1:
             raise UsageError(f"%remote {command} {needs[command]}")
-        if command not in needs and args:
+        if command == "clean" and len(args) > 1:
+            raise UsageError("%remote clean EXECUTOR, %remote clean DAYS, or %remote clean")
+        if command not in needs and command != "clean" and args:
             raise UsageError(f"%remote {command} takes no arguments (got {' '.join(args)!r})")
         client = get_client()
         try:
@@ -242,9 +247,23 @@ class RemoteMagics(Magics):
 
         return SVG(render_svg(client.graph()))
 
-    def _cmd_clean(self, client: EngineClient, executor: str) -> None:
-        cleaned = client.clean(executor)
-        print(f"{executor}: {cleaned['removed']} blobs removed ({cleaned['bytes']} bytes)")
+    def _cmd_clean(self, client: EngineClient, what: str | None = None) -> None:
+        try:
+            days = None if what is None else float(what)
+        except ValueError:  # an executor's name
+            cleaned = client.clean(what)  # type: ignore[arg-type]
+            print(f"{what}: {cleaned['removed']} blobs removed ({cleaned['bytes']} bytes)")
+            return
+        gone = client.forget(days)
+        print(f"forgot {gone['tasks']} ended task(s), {gone['blobs']} blob(s), {gone['bytes']:,} bytes")
+
+    def _cmd_pin(self, client: EngineClient, ref: str) -> None:
+        task = client.pin(ref, True)
+        print(f"task {task.label!r} ({task.id}) is pinned: kept whatever its age")
+
+    def _cmd_unpin(self, client: EngineClient, ref: str) -> None:
+        task = client.pin(ref, False)
+        print(f"task {task.label!r} ({task.id}) is no longer pinned")
 
     def _cmd_executors(self, client: EngineClient) -> None:
         rows = [

@@ -260,6 +260,13 @@ class ServerClient:
     def cancel(self, ref: str) -> Task:
         return Task.from_json(self.call("POST", f"tasks/{urllib.parse.quote(ref)}/cancel", b"")["task"])
 
+    def pin(self, ref: str, pinned: bool) -> Task:
+        action = "pin" if pinned else "unpin"
+        return Task.from_json(self.call("POST", f"tasks/{urllib.parse.quote(ref)}/{action}", b"")["task"])
+
+    def forget(self, keep_days: float | None) -> dict[str, int]:
+        return self.call("POST", "clean", json.dumps({} if keep_days is None else {"keep_days": keep_days}).encode())
+
     def logs(self, ref: str) -> str:
         status, _, data = self.request("GET", f"tasks/{urllib.parse.quote(ref)}/logs")
         if status != 200:

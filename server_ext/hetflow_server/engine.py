@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import time
 import uuid
 from typing import Any
@@ -12,14 +13,16 @@ from typing import Any
 from .credentials import Credentials
 from .events import Events, Listener
 from .executors import Executor, executor_class
-from .models import State, Task, TaskSpec, read_executor_options, ref_ids
+from .models import MAX_SECONDS, State, Task, TaskSpec, read_executor_options, ref_ids
 from .prompts import Prompts
 from .protocol import NotFound, ResultGone, SpecError, StoreError, sha256
+from .retention import RETENTION_EVERY, Forgotten, forget
 from .scheduler import Scheduler
 from .settings import Hetflow
 from .store import Store
 
 UNFINISHED = [State.PENDING, State.QUEUED, State.RUNNING]
+log = logging.getLogger(__name__)
 DECODE_CHUNK = 50  # tasks of a listing decoded and encoded between two turns of the loop
 
 
@@ -32,6 +35,7 @@ class Engine:
         self._store: Store | None = None
         self._scheduler: Scheduler | None = None
         self._credentials: Credentials | None = None
+        self._retention: asyncio.TimerHandle | None = None
 
     @property
     def store(self) -> Store:
@@ -76,6 +80,7 @@ class Engine:
                 await executor.start()
             for task in reversed(store.find_tasks(states=UNFINISHED)):  # oldest first
                 await self._scheduler.recover(task)
+            self._forget_every()
         except BaseException:  # a bad setting: let go of the store and of what started, for a corrected start
             await self.close()
             raise
@@ -85,6 +90,8 @@ class Engine:
         return [t.id for t in self.store.find_tasks(states=[State.QUEUED, State.RUNNING]) if t.executor == executor]
 
     async def close(self) -> None:
+        if self._retention is not None:
+            self._retention.cancel()
         self.prompts.close()
         for executor in self.executors.values():
             await executor.close()
@@ -279,6 +286,40 @@ class Engine:
             raise SpecError(f"task {unfinished[0].label!r} is {unfinished[0].state.value}; re-run it once it has ended")
         failed = [t for t in targets if t.state in (State.FAILED, State.CANCELLED)]
         return await self.scheduler.rerun(failed or targets, "re-run by the user")
+
+    async def pin(self, ref: str) -> Task:
+        """Keep a task (every element of a foreach) whatever its age or the store's size."""
+        return self._pinned(ref, True)
+
+    async def unpin(self, ref: str) -> Task:
+        """Let retention forget the task again."""
+        return self._pinned(ref, False)
+
+    def _pinned(self, ref: str, pinned: bool) -> Task:
+        task = self.find(ref)
+        for target in self._targets(task):
+            live = self.scheduler.lookup(target.id) or target
+            live.pinned = pinned
+            self.store.update_task(live, "pinned")
+        return self.scheduler.lookup(task.id) or self.find(task.id)
+
+    def forget(self, keep_days: float | None = None) -> Forgotten:
+        """Retention now (retention.py): ended tasks that finished more than `keep_days` ago (0: every ended task;
+        without it c.Hetflow.keep_days, where 0 keeps them), then the oldest while the store is over
+        c.Hetflow.keep_bytes."""
+        if keep_days is not None and not 0 <= keep_days <= MAX_SECONDS / 86400:
+            raise SpecError(f"keep_days must be from 0 to {MAX_SECONDS / 86400:g} days, not {keep_days:g}")
+        days = keep_days if keep_days is not None else self.settings.keep_days or None
+        return forget(self.store, days, self.settings.keep_bytes)
+
+    def _forget_every(self) -> None:
+        """Retention at the start, then every RETENTION_EVERY seconds."""
+        forgotten = self.forget()
+        if forgotten.tasks:
+            log.info(
+                "hetflow forgot %d ended tasks (%d blobs, %d bytes)", forgotten.tasks, forgotten.blobs, forgotten.bytes
+            )
+        self._retention = asyncio.get_running_loop().call_later(RETENTION_EVERY, self._forget_every)
 
     async def result(self, ref: str) -> tuple[Task, bytes]:
         """A completed task's result pickle, fetched from its executor if it was kept there."""

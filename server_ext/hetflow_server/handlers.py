@@ -12,6 +12,7 @@ import hmac
 import json
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -259,11 +260,11 @@ class TaskHandler(HetflowHandler):
 
 
 class TaskActionHandler(HetflowHandler):
-    ACTIONS = ("cancel", "retry", "rerun")
+    ACTIONS = ("cancel", "retry", "rerun", "pin", "unpin")
 
     @api("write")
     async def post(self, ref: str, action: str) -> None:
-        """cancel answers with the task; retry and rerun with every task that runs again."""
+        """cancel, pin and unpin answer with the task; retry and rerun with every task that runs again."""
         done = await getattr(self.engine, action)(ref)
         tasks = done if isinstance(done, list) else [done]
         self.reply({"task": tasks[0].to_json() if tasks else None, "tasks": [_brief(t) for t in tasks]})
@@ -320,6 +321,17 @@ class ExecutorCleanHandler(HetflowHandler):
     @api("write")
     async def post(self, name: str) -> None:
         self.reply(await self.engine.clean(name))
+
+
+class CleanHandler(HetflowHandler):
+    @api("write")
+    async def post(self) -> None:
+        """Retention now (retention.py): {"keep_days": N} forgets ended tasks older than N days instead of
+        c.Hetflow.keep_days."""
+        days = self.json_body().get("keep_days")
+        if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float))):
+            raise SpecError("keep_days must be a number of days")
+        self.reply(asdict(self.engine.forget(days)))
 
 
 class AllocationHandler(HetflowHandler):
@@ -476,6 +488,7 @@ def route_table() -> list[tuple[str, type]]:
         (task + r"/result", TaskResultHandler),
         (task + r"/results", GroupResultsHandler),
         (r"hetflow/api/graph", GraphHandler),
+        (r"hetflow/api/clean", CleanHandler),
         (r"hetflow/api/executors", ExecutorsHandler),
         (r"hetflow/api/executors/([A-Za-z0-9_.\-]+)/check", ExecutorCheckHandler),
         (r"hetflow/api/executors/([A-Za-z0-9_.\-]+)/clean", ExecutorCleanHandler),

@@ -229,6 +229,7 @@ class Task:
     started: float | None = None
     finished: float | None = None
     bring: bool = False  # as TaskSpec.bring
+    pinned: bool = False  # kept whatever its age (%remote pin): retention.py never forgets it
 
     JSON_COLUMNS = ("options", "inputs", "outputs", "deps", "refs", "bound", "error", "handle")
 
@@ -257,6 +258,8 @@ class Task:
         data = dict(row)
         for col in cls.JSON_COLUMNS:
             data[col] = None if data[col] is None else json.loads(data[col])
+        for col in ("bring", "pinned"):  # SQLite keeps a bool as 0 or 1
+            data[col] = bool(data[col])
         return cls.from_json(data)
 
     @property

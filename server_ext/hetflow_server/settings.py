@@ -53,6 +53,20 @@ class Hetflow(Configurable):
         "the sidebar as they come; past them only the last tenth is kept, shown when the task ends after a note "
         "of how much was left out. 0: no limit.",
     )
+    keep_days = Float(
+        90.0,
+        min=0,
+        config=True,
+        help="Days an ended task is kept (by when it finished) with its events, log, payload and results; then the "
+        "engine forgets it, unless it is pinned (%remote pin) or a task kept waits for it. 0: kept by age.",
+    )
+    keep_bytes = Int(
+        20 * 2**30,
+        min=0,
+        config=True,
+        help="Most bytes the store's blobs and logs may hold: past it the oldest ended tasks are forgotten first "
+        "(as keep_days says). 0: no limit.",
+    )
     retry_backoff = Float(1.0, config=True, help="Seconds before the first retry of a failed task; doubles each time.")
     retry_backoff_max = Float(60.0, config=True, help="Longest wait between two retries, in seconds.")
 
