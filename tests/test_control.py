@@ -110,3 +110,20 @@ def test_ten_one_second_tasks_submitted_one_by_one_spread_over_both_workers(kern
     print(f"\n10 one-second tasks submitted one by one on 2 workers: {elapsed:.2f} s, per worker {ran.count(ran[0])}")
     assert sorted(ran.count(pid) for pid in set(ran)) == [5, 5], ran
     assert elapsed <= 6.0, f"10 one-second tasks on 2 workers took {elapsed:.1f} s"
+
+
+def test_an_idle_worker_takes_back_half_of_what_a_busy_one_has_not_begun(kernel: Kernel) -> None:
+    """A foreach of three 1-second and three 0.1-second elements: packed before any was measured, one worker got
+    the long ones (3 s of work) and the other was idle after 0.3 s."""
+    pids = kernel.root / "steal-pids.txt"
+    started = time.monotonic()
+    kernel.run(
+        "%%remote name=uneven foreach='k:[1, 1, 1, 0.1, 0.1, 0.1]' cache=false\nimport os, time\n"
+        f"time.sleep(k)\nopen({str(pids)!r}, 'a').write(f'{{os.getpid()}} {{k}}\\n')\nslept = k\n"
+    ).check()
+    elapsed = time.monotonic() - started
+    ran = [line.split() for line in pids.read_text().splitlines()]
+    long_ones = {pid for pid, k in ran if k == "1"}
+    print(f"\nuneven foreach on 2 workers: {elapsed:.2f} s; the 1-second elements ran on {len(long_ones)} worker(s)")
+    assert len(long_ones) == 2, ran
+    assert elapsed < 2.8, f"the foreach took {elapsed:.1f} s: the long elements stayed on one worker"

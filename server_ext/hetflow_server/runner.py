@@ -824,7 +824,11 @@ def _provider(name: str) -> Provide:
 
 def serve(cmd_fd: int, event_fd: int, spool: str, provider: str = "") -> None:
     """Warm worker loop: a pack of jobs at a time, run one after the other, fed over a pipe; exits when the engine
-    closes it. A provider is imported and warmed before the worker says it is ready."""
+    closes it. A provider is imported and warmed before the worker says it is ready.
+
+    Between two jobs the worker looks (without waiting) for a request to give jobs back, {"take": [ids]}, which the
+    engine sends when another worker is idle: the ones not begun go back, and the worker says which ({"op":
+    "given"}), so that no job both runs here and is handed on."""
     channel = Channel(event_fd)
     provide = _provider(provider) if provider else None
     journal = Journal(spool)
@@ -834,8 +838,21 @@ def serve(cmd_fd: int, event_fd: int, spool: str, provider: str = "") -> None:
             pack = read_frame(cmd_fd)
         except EOFError:
             return
+        if "take" in pack:  # it came after the pack it asked about had ended
+            channel.send({"op": "given", "tasks": []})
+            continue
         results: dict[str, Any] = {}  # upstream results read once per pack
-        for job in pack["jobs"]:
+        jobs, begun = list(pack["jobs"]), False
+        while jobs:
+            if begun and select.select([cmd_fd], [], [], 0)[0]:  # the first job is never given: it begins now
+                try:
+                    asked = set(read_frame(cmd_fd)["take"])
+                except EOFError:
+                    return
+                channel.send({"op": "given", "tasks": [job["task"] for job in jobs if job["task"] in asked]})
+                jobs = [job for job in jobs if job["task"] not in asked]
+                continue
+            job, begun = jobs.pop(0), True
             if not channel.send({"op": "started", "task": job["task"]}):
                 break  # the engine is gone: the pack's other jobs are still queued in its store
             run_in_spool(channel, journal, job, spool, results, provide, pack["secrets"])

@@ -190,6 +190,7 @@ class _Worker:
         self._handed: int | None = None  # worker-PID.pack: the ids of `pack`, noted before it goes down the pipe
         self._noted: list[str] = []
         self._since = 0.0  # when the running task started
+        self.asked = False  # a request to give jobs back is out
 
     async def spawn(self) -> None:
         cmd_r, cmd_w = os.pipe()
@@ -246,6 +247,25 @@ class _Worker:
         self._note()  # before the worker can begin them
         self._commands.write(HEADER.pack(len(data)) + data)
 
+    @property
+    def unstarted(self) -> list[Job]:
+        """The jobs of its pack that it has not begun (as far as the engine knows)."""
+        return [job for job in self.pack if job.task_id != self.task_id]
+
+    @property
+    def givable(self) -> list[Job]:
+        """What it could give back: not begun, and, while none runs, not the next, which it may be beginning (the
+        first of a pack it begins without looking)."""
+        return self.unstarted if self.task_id is not None else self.pack[1:]
+
+    def take_back(self, count: int) -> None:
+        """Ask for the last `count` jobs it could give, for an idle worker: it says which it gives ("given")."""
+        ids = [job.task_id for job in self.givable[-count:]]
+        data = pickled({"take": ids})
+        assert self._commands is not None
+        self._commands.write(HEADER.pack(len(data)) + data)
+        self.asked = True
+
     def kill(self) -> list[Job]:
         """Stop the process and everything it started; returns the jobs of its pack that had not started."""
         waiting = [job for job in self.pack if job.task_id != self.task_id]
@@ -277,6 +297,12 @@ class _Worker:
             executor.reporter.started(message["task"], handle)
         elif op == "log":
             executor.reporter.log(message["task"], message["stream"], message["text"])
+        elif op == "given":
+            self.asked = False
+            given = set(message["tasks"])
+            back = [job for job in self.pack if job.task_id in given]
+            self.pack = [job for job in self.pack if job.task_id not in given]
+            executor.given(back)
         elif op == "done":
             if self.task_id == message["task"]:
                 executor.measured(time.monotonic() - self._since)
@@ -366,15 +392,31 @@ class LocalExecutor(Executor):
         soon: the first free one taking all left the other idle), at most about PACK_SECONDS of work by the
         tasks' measured time, and at most PACK jobs."""
         free = [worker for worker in self._pool if worker.free]
-        if not free or not self._queue:
+        if not free:
             return
         share = -(-len(self._queue) // max(1, len(self._pool)))
         by_time = PACK if self._task_seconds is None else int(PACK_SECONDS / max(self._task_seconds, 1e-6))
         size = max(1, min(PACK, share, by_time))
         for worker in free:
             if not self._queue:
-                return
+                self._steal(worker)
+                continue
             worker.run([self._queue.popleft() for _ in range(min(size, len(self._queue)))])
+
+    def _steal(self, idle: _Worker) -> None:
+        """An idle worker and nothing queued: the busiest worker gives back half of what it has not begun, when
+        that is worth a round trip (about 2 * PACK_SECONDS of work by the tasks' measured time)."""
+        busy = [w for w in self._pool if w is not idle and not w.asked and w.givable]
+        if not busy:
+            return
+        victim = max(busy, key=lambda w: len(w.givable))
+        left = len(victim.givable)
+        if self._task_seconds is None or left * self._task_seconds >= 2 * PACK_SECONDS:
+            victim.take_back(max(1, left // 2))
+
+    def given(self, jobs: list[Job]) -> None:
+        """Jobs a worker gave back: first in the queue, for the idle worker that they were asked for."""
+        self._queue.extendleft(reversed(jobs))
 
     def measured(self, seconds: float) -> None:
         """A task ran this long on a worker: the recent tasks' time (a moving average) sizes the next packs."""
