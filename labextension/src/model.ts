@@ -29,6 +29,7 @@ export class WorkflowModel {
   private readonly tasks = new Map<string, Task>();
   private chosen: string | null = null;
   private olderFrom: string | null = null;
+  private readonly watchers = new Map<string, Set<() => void>>();
 
   get size(): number {
     return this.tasks.size;
@@ -54,6 +55,35 @@ export class WorkflowModel {
     }
   }
 
+  /** Call `listener` whenever this task changes, until the returned function is called: a graph node follows its
+   * own task without the whole graph being drawn again. */
+  watch(id: string, listener: () => void): () => void {
+    let listeners = this.watchers.get(id);
+    if (!listeners) {
+      listeners = new Set();
+      this.watchers.set(id, listeners);
+    }
+    listeners.add(listener);
+    return () => {
+      listeners!.delete(listener);
+      if (!listeners!.size) {
+        this.watchers.delete(id);
+      }
+    };
+  }
+
+  /** Whether a view with this filter must be drawn again for this change, beyond the changed nodes themselves
+   * (which follow their tasks through `watch`): its tasks came or went, a state filter may now show or hide them,
+   * a changed task is selected (its details), or it has dependencies (the edges into it show it running). */
+  redraws(change: Change, filter: ViewFilter): boolean {
+    return (
+      change.structure ||
+      filter.states.size > 0 ||
+      (this.chosen !== null && change.tasks.includes(this.chosen)) ||
+      change.tasks.some(id => (this.tasks.get(id)?.deps.length ?? 0) > 0)
+    );
+  }
+
   /** Where the older tasks, not loaded, begin (the `before` of the page that holds them); null: all are loaded. */
   get older(): string | null {
     return this.olderFrom;
@@ -65,6 +95,7 @@ export class WorkflowModel {
     this.tasks.clear();
     this.add(page);
     const structure = before.size !== this.tasks.size || page.tasks.some(t => !before.has(t.id));
+    this.tell([...this.watchers.keys()]);
     this.changed.emit({ structure, tasks: page.tasks.map(t => t.id) });
   }
 
@@ -72,6 +103,12 @@ export class WorkflowModel {
   loadOlder(page: TaskPage): void {
     this.add(page);
     this.changed.emit({ structure: true, tasks: page.tasks.map(t => t.id) });
+  }
+
+  private tell(ids: string[]): void {
+    for (const id of ids) {
+      this.watchers.get(id)?.forEach(listener => listener());
+    }
   }
 
   private add(page: TaskPage): void {
@@ -90,6 +127,7 @@ export class WorkflowModel {
     }
     const known = this.tasks.get(event.task);
     this.tasks.set(event.task, event.data);
+    this.tell([event.task]);
     const structure = !known || known.deps.join() !== event.data.deps.join() || known.notebook !== event.data.notebook;
     this.changed.emit({ structure, tasks: [event.task] });
   }

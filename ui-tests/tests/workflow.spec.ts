@@ -197,8 +197,9 @@ test('a thousand tasks render fast and a live update is quick', async ({ page },
   console.log(report);
   await testInfo.attach('performance', { body: report, contentType: 'text/plain' });
   await shot(fresh, testInfo, 'sidebar-1000-tasks');
-  expect(firstRender).toBeLessThan(5000);
-  expect(update).toBeLessThan(500);
+  expect(firstRender).toBeLessThan(1000); // the goal
+  // the goal is 50 ms; a node follows its own task in about 2 ms, and redrawing the whole graph took 48-80 ms
+  expect(update).toBeLessThan(25);
   // the tasks from before the thousand are a page away
   const older = fresh.locator(SIDEBAR).getByRole('button', { name: 'load older' });
   await expect(older).toHaveCount(before > 0 ? 1 : 0);

@@ -54,6 +54,27 @@ describe('WorkflowModel', () => {
     ]);
   });
 
+  it('tells a task\'s watchers of its changes alone, and says when a view must be drawn again', () => {
+    const model = new WorkflowModel();
+    model.load({ tasks: [task('t1', 'running'), task('t2', 'queued', { deps: ['t1'] })], next: null });
+    const seen: string[] = [];
+    const stop = model.watch('t1', () => seen.push(`t1:${model.get('t1')?.state}`));
+    model.watch('t2', () => seen.push('t2'));
+    model.apply({ type: 'task', task: 't1', state: 'completed', message: null, data: task('t1', 'completed') });
+    expect(seen).toEqual(['t1:completed']);
+    const all = { notebook: null, states: new Set<TaskState>() };
+    const lone = { structure: false, tasks: ['t1'] };
+    expect(model.redraws(lone, all)).toBe(false); // its node follows it by itself
+    expect(model.redraws({ structure: false, tasks: ['t2'] }, all)).toBe(true); // the edge into it
+    expect(model.redraws(lone, { notebook: null, states: new Set<TaskState>(['failed']) })).toBe(true);
+    expect(model.redraws({ structure: true, tasks: ['t1'] }, all)).toBe(true);
+    model.select('t1');
+    expect(model.redraws(lone, all)).toBe(true); // its details
+    stop();
+    model.apply({ type: 'task', task: 't1', state: 'queued', message: null, data: task('t1', 'queued') });
+    expect(seen).toEqual(['t1:completed']);
+  });
+
   it('passes log lines on without storing them', () => {
     const model = new WorkflowModel();
     const lines: string[] = [];

@@ -1,14 +1,21 @@
 import { Background, Controls, type Edge, type Node, type NodeProps, ReactFlow, type ReactFlowInstance } from '@xyflow/react';
-import React, { memo, useEffect, useMemo, useRef } from 'react';
+import React, { createContext, memo, useContext, useEffect, useMemo, useRef } from 'react';
 
+import { useTask } from '../hooks';
 import { layout, NODE_HEIGHT, NODE_WIDTH } from '../layout';
-import type { GraphView } from '../model';
+import type { GraphView, WorkflowModel } from '../model';
 import type { Task } from '../types';
 
 type TaskNodeData = { task: Task; selected: boolean };
 
+/** The model the nodes read their tasks from: a task's change re-renders its node alone. */
+const ModelContext = createContext<WorkflowModel | null>(null);
+
 const TaskNode = memo(function TaskNode({ data }: NodeProps<Node<TaskNodeData>>) {
-  const { task, selected } = data;
+  const model = useContext(ModelContext);
+  const live = useTask(model!, data.task.id);
+  const task = live ?? data.task;
+  const { selected } = data;
   return (
     <div
       className={`hetflow-node hetflow-state-${task.state}${selected ? ' hetflow-selected' : ''}`}
@@ -29,23 +36,24 @@ const TaskNode = memo(function TaskNode({ data }: NodeProps<Node<TaskNodeData>>)
 const NODE_TYPES = { task: TaskNode };
 
 export interface GraphProps {
+  model: WorkflowModel;
   view: GraphView;
   selected: string | null;
   onSelect: (id: string) => void;
 }
 
-export function Graph({ view, selected, onSelect }: GraphProps): JSX.Element {
+export function Graph({ model, view, selected, onSelect }: GraphProps): JSX.Element {
   // the layout is redone only when nodes or edges come or go, not when a task changes state
   const shape = view.tasks.map(t => t.id).join(',') + '|' + view.edges.map(e => e.join('>')).join(',');
   const positions = useMemo(() => layout(view.tasks.map(t => t.id), view.edges), [shape]);
-  // a node object is made again only when its task, selection or place changed, so that one event re-renders
-  // one node, not a thousand
+  // a node object is made again only when its selection or place changed: its task's state it reads from the
+  // model itself (useTask), so that one event re-renders one node, not a thousand
   const made = useRef(new Map<string, Node<TaskNodeData>>());
   const nodes: Node<TaskNodeData>[] = view.tasks.map(task => {
     const position = positions.get(task.id) ?? { x: 0, y: 0 };
     const isSelected = task.id === selected;
     const previous = made.current.get(task.id);
-    if (previous && previous.data.task === task && previous.data.selected === isSelected && previous.position === position) {
+    if (previous && previous.data.selected === isSelected && previous.position === position) {
       return previous;
     }
     const fresh: Node<TaskNodeData> = {
@@ -102,29 +110,31 @@ export function Graph({ view, selected, onSelect }: GraphProps): JSX.Element {
   }, []);
   return (
     <div className="hetflow-graph" role="region" aria-label="workflow graph" ref={box}>
-      <ReactFlow
-        nodes={nodes}
-        edges={edges}
-        nodeTypes={NODE_TYPES}
-        onInit={instance => {
-          flow.current = instance;
-          fit();
-        }}
-        onNodeClick={(_, node) => onSelect(node.id)}
-        onSelectionChange={({ nodes: chosen }) => {
-          // keyboard: Tab focuses a node, Enter or Space selects it
-          if (chosen.length === 1 && chosen[0].id !== selected) {
-            onSelect(chosen[0].id);
-          }
-        }}
-        onlyRenderVisibleElements
-        minZoom={0.05}
-        proOptions={{ hideAttribution: true }}
-        nodesDraggable={false}
-      >
-        <Background />
-        <Controls showInteractive={false} />
-      </ReactFlow>
+      <ModelContext.Provider value={model}>
+        <ReactFlow
+          nodes={nodes}
+          edges={edges}
+          nodeTypes={NODE_TYPES}
+          onInit={instance => {
+            flow.current = instance;
+            fit();
+          }}
+          onNodeClick={(_, node) => onSelect(node.id)}
+          onSelectionChange={({ nodes: chosen }) => {
+            // keyboard: Tab focuses a node, Enter or Space selects it
+            if (chosen.length === 1 && chosen[0].id !== selected) {
+              onSelect(chosen[0].id);
+            }
+          }}
+          onlyRenderVisibleElements
+          minZoom={0.05}
+          proOptions={{ hideAttribution: true }}
+          nodesDraggable={false}
+        >
+          <Background />
+          <Controls showInteractive={false} />
+        </ReactFlow>
+      </ModelContext.Provider>
     </div>
   );
 }

@@ -36,10 +36,11 @@ export function Sidebar(props: SidebarProps): JSX.Element {
     setConnected(up);
     return true;
   });
-  useSignal(model.changed);
-  useSignal(model.selectionChanged);
   const notebook = scope === 'current' ? (props.currentNotebook() ?? '') : null;
-  const view = model.view({ notebook, states });
+  const filter = { notebook, states };
+  useSignal(model.changed, change => model.redraws(change, filter));
+  useSignal(model.selectionChanged);
+  const view = model.view(filter);
   const task = model.selectedTask;
   const toggle = (state: TaskState) => {
     const next = new Set(states);
@@ -91,7 +92,7 @@ export function Sidebar(props: SidebarProps): JSX.Element {
             </span>
             {model.older ? <LoadOlder api={api} model={model} onError={setError} /> : null}
           </div>
-          <Graph view={view} selected={model.selected} onSelect={id => model.select(id)} />
+          <Graph model={model} view={view} selected={model.selected} onSelect={id => model.select(id)} />
           {task ? <TaskDetails api={api} model={model} commands={props.commands} task={task} onGoToCell={props.goToCell} /> : null}
         </>
       ) : null}

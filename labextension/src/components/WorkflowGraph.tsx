@@ -8,7 +8,7 @@ const EVERY_TASK: ViewFilter = { notebook: null, states: new Set() };
 
 /** The graph of every task on a main-area canvas; a click selects the task for the sidebar and the commands. */
 export function WorkflowGraph({ model }: { model: WorkflowModel }): JSX.Element {
-  useSignal(model.changed);
+  useSignal(model.changed, change => model.redraws(change, EVERY_TASK));
   useSignal(model.selectionChanged);
   const task = model.selectedTask;
   return (
@@ -16,7 +16,7 @@ export function WorkflowGraph({ model }: { model: WorkflowModel }): JSX.Element 
       <div className="hetflow-muted hetflow-graph-caption" data-testid="hetflow-graph-selection">
         {task ? `selected: ${task.name} (${task.state})` : 'click a task to select it'}
       </div>
-      <Graph view={model.view(EVERY_TASK)} selected={model.selected} onSelect={id => model.select(id)} />
+      <Graph model={model} view={model.view(EVERY_TASK)} selected={model.selected} onSelect={id => model.select(id)} />
     </div>
   );
 }
