@@ -248,12 +248,14 @@ class RemoteMagics(Magics):
         return SVG(render_svg(client.graph()))
 
     def _cmd_clean(self, client: EngineClient, what: str | None = None) -> None:
-        try:
-            days = None if what is None else float(what)
-        except ValueError:  # an executor's name
-            cleaned = client.clean(what)  # type: ignore[arg-type]
-            print(f"{what}: {cleaned['removed']} blobs removed ({cleaned['bytes']} bytes)")
-            return
+        days = None
+        if what is not None:
+            try:
+                days = float(what)
+            except ValueError:  # an executor's name
+                cleaned = client.clean(what)
+                print(f"{what}: {cleaned['removed']} blobs removed ({cleaned['bytes']} bytes)")
+                return
         gone = client.forget(days)
         print(f"forgot {gone['tasks']} ended task(s), {gone['blobs']} blob(s), {gone['bytes']:,} bytes")
 

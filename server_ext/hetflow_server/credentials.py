@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .protocol import NotFound, SpecError
-from .runner import MASK, StreamMasker, mask
+from .runner import mask
 
-__all__ = ["MASK", "Credentials", "StreamMasker"]
 MIN_MASKED = 4  # shorter values would mask ordinary text
 
 # kind -> (required fields, optional fields, fields that are not secret)

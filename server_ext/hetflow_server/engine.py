@@ -358,28 +358,29 @@ class Engine:
 
     def graph(self, notebook: str | None = None, limit: int | None = None) -> dict[str, Any]:
         """The newest `limit` tasks (all without one) and the dependencies among them; `more`: older ones exist."""
-        tasks = self.tasks(notebook=notebook, limit=None if limit is None else limit + 1)
-        more = limit is not None and len(tasks) > limit
-        tasks = tasks[:limit]
+        rows, more = self._newest(limit, notebook=notebook)
+        tasks = [Task.from_row(row) for row in rows]
         return {"nodes": [t.to_json() for t in tasks], "edges": _edges(tasks), "more": more}
+
+    def _newest(self, limit: int | None, **where: Any) -> tuple[list[dict[str, Any]], bool]:
+        """The rows of the newest `limit` tasks (all without one), and whether older ones exist (a row more is read
+        to know)."""
+        rows = self.store.task_rows(limit=None if limit is None else limit + 1, **where)
+        return rows[:limit], limit is not None and len(rows) > limit
 
     async def tasks_json(
         self, notebook: str | None, states: list[State] | None, limit: int | None, before: str | None
     ) -> str:
         """A page of the task list (as `tasks`, with `next`: the `before` of the next page) as JSON text, for the
         API: built without holding up other requests (see _encoded)."""
-        rows = self.store.task_rows(
-            notebook=notebook, states=states, limit=None if limit is None else limit + 1, before=before
-        )
-        more = limit is not None and len(rows) > limit
-        tasks, texts = await _encoded(rows[:limit])
+        rows, more = self._newest(limit, notebook=notebook, states=states, before=before)
+        tasks, texts = await _encoded(rows)
         return f'{{"tasks": [{", ".join(texts)}], "next": {json.dumps(tasks[-1].id if more else None)}}}'
 
     async def graph_json(self, notebook: str | None, limit: int | None) -> str:
         """`graph` as JSON text, for the API, built as tasks_json is."""
-        rows = self.store.task_rows(notebook=notebook, limit=None if limit is None else limit + 1)
-        more = limit is not None and len(rows) > limit
-        tasks, texts = await _encoded(rows[:limit])
+        rows, more = self._newest(limit, notebook=notebook)
+        tasks, texts = await _encoded(rows)
         return f'{{"nodes": [{", ".join(texts)}], "edges": {json.dumps(_edges(tasks))}, "more": {json.dumps(more)}}}'
 
     def describe_executors(self) -> dict[str, dict[str, Any]]:

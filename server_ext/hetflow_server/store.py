@@ -72,9 +72,11 @@ class StoreUnsafe(StoreError):
 
 def _private(path: Path, is_dir: bool) -> None:
     """Make `path` this user's alone (0700, 0600), whether it is new or was there: an existing store_dir (scratch,
-    a project directory) kept the mode it had, often 0755, and new files took the umask. Files must exist."""
+    a project directory) kept the mode it had, often 0755, and new files took the umask. Made when missing."""
     if is_dir:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    else:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     info = path.stat()
     if info.st_uid != os.geteuid():
         raise StoreUnsafe(
@@ -100,8 +102,7 @@ class Store:
         self._lock_file: Any = None
         self._shards: set[str] = set()  # blob subdirectories known to exist
         database = self.root / "hetflow.db"
-        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))  # SQLite gives its -wal and -shm this mode
-        for path in (database, *self.root.glob("hetflow.db-*")):
+        for path in (database, *self.root.glob("hetflow.db-*")):  # SQLite gives its -wal and -shm the database's mode
             _private(path, is_dir=False)
         self.db = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
@@ -136,7 +137,6 @@ class Store:
     def acquire(self) -> None:
         """Take the store for this engine; a second live engine on the same store is refused."""
         path = self.root / "engine.lock"
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         _private(path, is_dir=False)
         lock = open(path, "a+")  # noqa: SIM115 - held for the engine's life
         try:

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from .credentials import Credentials, StreamMasker
+from .credentials import Credentials
+from .runner import StreamMasker
 from .store import Store
 
 EVENT_TEXT = 2**20  # characters of log text in one event: 6 MiB of JSON at worst (\u escapes), under 10 MiB

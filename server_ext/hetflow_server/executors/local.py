@@ -268,7 +268,7 @@ class _Worker:
 
     def kill(self) -> list[Job]:
         """Stop the process and everything it started; returns the jobs of its pack that had not started."""
-        waiting = [job for job in self.pack if job.task_id != self.task_id]
+        waiting = self.unstarted
         self.task_id, self.pack = None, []
         self.ready = False
         if self.proc and self.proc.poll() is None:
